@@ -1,0 +1,68 @@
+/**
+ * The catalogue of clipguard error codes. Code branches on `code`, never on message text.
+ * Every code here is listed in the README's error table (a test checks it).
+ *
+ * `retryable` says whether a BullMQ job failing with this code should be retried (transient
+ * fault) or failed at once as unrecoverable (bad input).
+ */
+export const ERROR_CODES = {
+  // images
+  CLIPGUARD_E_IMAGE_READ: { retryable: false, summary: "the image file could not be read" },
+  CLIPGUARD_E_IMAGE_EMPTY: { retryable: false, summary: "the image has zero bytes" },
+  CLIPGUARD_E_IMAGE_TOO_LARGE: { retryable: false, summary: "the image is larger than the byte limit" },
+  CLIPGUARD_E_IMAGE_FORMAT: {
+    retryable: false,
+    summary: "not an image, or a format outside the allowlist (JPEG, PNG, WebP, GIF, AVIF, TIFF)",
+  },
+  CLIPGUARD_E_IMAGE_PIXELS: { retryable: false, summary: "the image has more pixels than the pixel limit" },
+  CLIPGUARD_E_IMAGE_DECODE: { retryable: false, summary: "the image is truncated or corrupt" },
+  // image sources (worker)
+  CLIPGUARD_E_JOB_INVALID: { retryable: false, summary: "the job data does not match the job contract" },
+  CLIPGUARD_E_URL_REFUSED: {
+    retryable: false,
+    summary: "the URL is not http(s), or resolves to a private, loopback or otherwise non-public address",
+  },
+  CLIPGUARD_E_URL_FETCH: { retryable: true, summary: "the URL could not be fetched (network fault, 5xx)" },
+  CLIPGUARD_E_URL_STATUS: { retryable: false, summary: "the URL answered with a client error status (4xx)" },
+  CLIPGUARD_E_URL_TIMEOUT: { retryable: true, summary: "fetching the URL took longer than the timeout" },
+  CLIPGUARD_E_URL_REDIRECTS: { retryable: false, summary: "the URL redirected more often than the redirect limit" },
+  CLIPGUARD_E_REF_MISSING: { retryable: false, summary: "no bytes are stored under the job's ref key (expired?)" },
+  CLIPGUARD_E_BASE64: { retryable: false, summary: "the base64 field is not valid base64" },
+  CLIPGUARD_E_POLICY_UNKNOWN: { retryable: false, summary: "the job names a policy id that is not loaded" },
+  // model and policies (startup)
+  CLIPGUARD_E_MODEL: { retryable: false, summary: "the model directory is missing a file or does not fit the layout" },
+  CLIPGUARD_E_POLICIES: { retryable: false, summary: "the policies file is invalid" },
+  CLIPGUARD_E_CONFIG: { retryable: false, summary: "an environment variable or option is invalid" },
+  // runtime
+  CLIPGUARD_E_INFERENCE: { retryable: true, summary: "the ONNX session failed while running" },
+  CLIPGUARD_E_REDIS: { retryable: true, summary: "Redis is unreachable or answered with an error" },
+  CLIPGUARD_E_WEBHOOK: { retryable: true, summary: "the callback URL did not accept the verdict" },
+  CLIPGUARD_E_TIMEOUT: { retryable: true, summary: "the job ran past its deadline" },
+  CLIPGUARD_E_INTERNAL: { retryable: true, summary: "an unexpected internal error" },
+} as const satisfies Record<string, { retryable: boolean; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** An error with a catalogue code; the message is written for a person who must act on it. */
+export class ClipguardError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ClipguardError";
+    this.code = code;
+    this.retryable = ERROR_CODES[code].retryable;
+  }
+}
+
+export function isClipguardError(err: unknown): err is ClipguardError {
+  return err instanceof ClipguardError;
+}
+
+/** The `{code, message}` pair that verdicts and API errors carry. */
+export function toErrorInfo(err: unknown): { code: ErrorCode; message: string } {
+  if (isClipguardError(err)) return { code: err.code, message: err.message };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: "CLIPGUARD_E_INTERNAL", message };
+}
