@@ -1,7 +1,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "models/**", "coverage/**", ".cache/**", "eslint.config.mjs"] },
+  { ignores: ["dist/**", "node_modules/**", "models/**", "coverage/**", ".cache/**", ".scratch*/**", "eslint.config.mjs"] },
   ...tseslint.configs.recommended,
   {
     languageOptions: {

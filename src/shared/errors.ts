@@ -39,6 +39,14 @@ export const ERROR_CODES = {
   CLIPGUARD_E_WEBHOOK: { retryable: true, summary: "the callback URL did not accept the verdict" },
   CLIPGUARD_E_TIMEOUT: { retryable: true, summary: "the job ran past its deadline" },
   CLIPGUARD_E_INTERNAL: { retryable: true, summary: "an unexpected internal error" },
+  // producers: client, CLI and HTTP API
+  CLIPGUARD_E_UNAUTHORIZED: { retryable: false, summary: "the HTTP API request has no valid `Authorization: Bearer <key>` header" },
+  CLIPGUARD_E_NOT_FOUND: { retryable: false, summary: "no job (or route) with that id is known" },
+  CLIPGUARD_E_RATE_LIMITED: { retryable: true, summary: "the API key sent more requests per minute than CLIPGUARD_API_RATE_LIMIT" },
+  CLIPGUARD_E_WAIT_TIMEOUT: {
+    retryable: true,
+    summary: "no verdict arrived within the wait time; the job is still queued or running",
+  },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

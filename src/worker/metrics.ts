@@ -1,0 +1,94 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** Every metric the worker exports, all prefixed `clipguard_`, in one registry per process. */
+export function createWorkerMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "clipguard_" });
+  const registers = [registry];
+  let depthSource: (() => Promise<Record<string, number>>) | undefined;
+  return {
+    /** Where `clipguard_queue_jobs` reads the queue's job counts from at scrape time. */
+    setQueueDepthSource(source: () => Promise<Record<string, number>>): void {
+      depthSource = source;
+    },
+    registry,
+    jobsCompleted: new Counter({
+      name: "clipguard_jobs_completed_total",
+      help: "Jobs that produced a verdict, by decision (allow, review, block, error)",
+      labelNames: ["decision"] as const,
+      registers,
+    }),
+    policyDecisions: new Counter({
+      name: "clipguard_policy_decisions_total",
+      help: "Per-policy decisions",
+      labelNames: ["policy", "decision"] as const,
+      registers,
+    }),
+    failures: new Counter({
+      name: "clipguard_job_failures_total",
+      help: "Job failures by error code (retryable ones count once per attempt)",
+      labelNames: ["code"] as const,
+      registers,
+    }),
+    stageSeconds: new Histogram({
+      name: "clipguard_stage_duration_seconds",
+      help: "Latency per stage: queue (wait before a worker took the job), fetch, decode, inference, total",
+      labelNames: ["stage"] as const,
+      buckets: STAGE_BUCKETS,
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: "clipguard_inference_batch_size",
+      help: "Images per image-tower run",
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
+    textCache: new Counter({
+      name: "clipguard_text_embedding_cache_total",
+      help: "Text-embedding cache lookups by result (hit, miss)",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    textEncoderRuns: new Counter({
+      name: "clipguard_text_encoder_runs_total",
+      help: "Runs of the text tower (0 on a worker whose prompts were all in the shared cache)",
+      registers,
+    }),
+    queueDepth: new Gauge({
+      name: "clipguard_queue_jobs",
+      help: "Jobs in the queue by state",
+      labelNames: ["state"] as const,
+      registers,
+      async collect() {
+        if (depthSource === undefined) return;
+        try {
+          for (const [state, n] of Object.entries(await depthSource())) this.set({ state }, n);
+        } catch {
+          // Redis away: keep the last values; /readyz reports the outage
+        }
+      },
+    }),
+    policyReloads: new Counter({
+      name: "clipguard_policy_reloads_total",
+      help: "Policy reloads by result (ok, failed)",
+      labelNames: ["result"] as const,
+      registers,
+    }),
+    policyVersion: new Gauge({
+      name: "clipguard_policy_version_info",
+      help: "The active policy version (value 1 on the active version's series)",
+      labelNames: ["version"] as const,
+      registers,
+    }),
+    modelInfo: new Gauge({
+      name: "clipguard_model_info",
+      help: "The loaded model (value 1)",
+      labelNames: ["name", "fingerprint", "variant"] as const,
+      registers,
+    }),
+  };
+}
+
+export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;
