@@ -3,6 +3,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClipModel } from "../src/clip/clip-model.js";
 import { InferencePool } from "../src/clip/inference-pool.js";
+import { ClipguardError } from "../src/shared/errors.js";
 import { SeededRandom } from "../tools/onnx/seeded-random.js";
 import { referenceImageEmbeds, referenceTextEmbeds } from "./support/clip-reference.js";
 import { tempDir } from "./support/fixtures.js";
@@ -54,6 +55,11 @@ function normalized(v: Float32Array): Float32Array {
 function randomPixels(count: number, seed: number): Float32Array {
   const random = new SeededRandom(seed);
   return Float32Array.from({ length: count * IMAGE_VALUES }, () => random.uniformIn(-1.8, 2.1));
+}
+
+function defined<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`missing ${what}`);
+  return value;
 }
 
 function imageAt(pixels: Float32Array, index: number): Float32Array {
@@ -117,9 +123,18 @@ describe("ClipModel on a tiny CLIP-shaped model", () => {
       expect(Math.hypot(...(embedding ?? []))).toBeCloseTo(1, 5);
     });
 
+    it("refuse a pixel buffer that does not hold `count` images of the crop size", async () => {
+      const err = await model.embedPixels(randomPixels(2, 16), 3).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ClipguardError);
+      expect((err as ClipguardError).code).toBe("CLIPGUARD_E_INTERNAL");
+    });
+
     it("of the quantized variant match that variant's weights", async () => {
       const pixels = randomPixels(2, 14);
-      const expected = referenceImageEmbeds(tiny.quantized!, TINY_CLIP_MASKED, pixels, 2).map(normalized);
+      const expected = referenceImageEmbeds(defined(tiny.quantized, "quantized weights"), TINY_CLIP_MASKED, pixels, 2).map(normalized);
       expectAllClose(await quantized.embedPixels(pixels, 2), expected, PARITY);
     });
   });
@@ -149,7 +164,7 @@ describe("ClipModel on a tiny CLIP-shaped model", () => {
     it("of the attention_mask variant are fed the mask and match its reference", async () => {
       const { ids, mask } = tokenRows(quantized, PROMPTS);
       expect(mask.some((row) => row.includes(0))).toBe(true);
-      const expected = referenceTextEmbeds(tiny.quantized!, TINY_CLIP_MASKED, ids, mask).map(normalized);
+      const expected = referenceTextEmbeds(defined(tiny.quantized, "quantized weights"), TINY_CLIP_MASKED, ids, mask).map(normalized);
       const batch = await quantized.embedTexts(PROMPTS);
       expectAllClose(batch, expected, PARITY);
       const alone = await Promise.all(PROMPTS.map(async (p) => (await quantized.embedTexts([p]))[0] as Float32Array));
@@ -159,7 +174,7 @@ describe("ClipModel on a tiny CLIP-shaped model", () => {
     it("differ between the variants", async () => {
       const [plain] = await model.embedTexts(["a photo of a cat"]);
       const [other] = await quantized.embedTexts(["a photo of a cat"]);
-      expect(maxAbsDiff(plain!, other!)).toBeGreaterThan(0.01);
+      expect(maxAbsDiff(defined(plain, "fp32 embedding"), defined(other, "quantized embedding"))).toBeGreaterThan(0.01);
     });
 
     it("cost nothing for an empty list", async () => {

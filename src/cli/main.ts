@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
+import { registerApiCommand } from "./api-command.js";
 import { EXIT, reportFatal } from "./cli-errors.js";
+import { registerEnqueueCommand } from "./enqueue-command.js";
 import { registerPoliciesCommand } from "./policies-command.js";
 import { registerScoreCommand } from "./score-command.js";
+import { registerVerdictsCommand } from "./verdicts-command.js";
 import { registerWorkerCommand } from "./worker-command.js";
 
 const program = new Command()
@@ -15,6 +18,9 @@ const program = new Command()
 registerScoreCommand(program);
 registerPoliciesCommand(program);
 registerWorkerCommand(program);
+registerEnqueueCommand(program);
+registerVerdictsCommand(program);
+registerApiCommand(program);
 
 try {
   await program.parseAsync(process.argv);

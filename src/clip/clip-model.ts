@@ -37,13 +37,20 @@ export class ClipModel implements TextEmbedder, ImageEmbedder {
     const preprocess = parsePreprocessorConfig(directory.preprocessorConfig);
     const tokenizer = ClipTokenizer.fromModelDirectory(directory);
     const sessionOptions: SessionOptions = { intraOpThreads: options.intraOpThreads ?? 1 };
-    const [vision, text, fingerprint] = await Promise.all([
-      VisionTower.load(directory.visionModelPath, sessionOptions),
+    const crop = { height: preprocess.cropHeight, width: preprocess.cropWidth };
+    const [vision, text, fingerprint] = await Promise.allSettled([
+      VisionTower.load(directory.visionModelPath, sessionOptions, crop),
       TextTower.load(directory.textModelPath, sessionOptions),
       modelFingerprint(directory),
     ]);
-    const info: ModelInfo = { name: directory.name, fingerprint, variant: directory.variant };
-    return new ClipModel(directory, info, preprocess, tokenizer, vision, text);
+    if (vision.status === "rejected" || text.status === "rejected" || fingerprint.status === "rejected") {
+      // a tower that did load must not keep its native session alive
+      await Promise.all([vision, text].map((s) => (s.status === "fulfilled" ? s.value.release() : undefined)));
+      const failed = [vision, text, fingerprint].find((s): s is PromiseRejectedResult => s.status === "rejected");
+      throw failed?.reason;
+    }
+    const info: ModelInfo = { name: directory.name, fingerprint: fingerprint.value, variant: directory.variant };
+    return new ClipModel(directory, info, preprocess, tokenizer, vision.value, text.value);
   }
 
   get fingerprint(): string {

@@ -81,8 +81,11 @@ function contextLengthOf(config: Record<string, unknown>, tokenizerConfig: Recor
 export async function openModelDirectory(dir: string, variant = "fp32"): Promise<ModelDirectory> {
   const root = path.resolve(dir);
   const stat = await fs.stat(root).catch(() => undefined);
-  if (!stat?.isDirectory()) {
+  if (stat === undefined) {
     throw new ClipguardError("CLIPGUARD_E_MODEL", `model directory ${root} does not exist (pass --model DIR or set CLIPGUARD_MODEL_DIR)`);
+  }
+  if (!stat.isDirectory()) {
+    throw new ClipguardError("CLIPGUARD_E_MODEL", `model directory ${root} is not a directory; expected a CLIP export in the Hugging Face ONNX layout`);
   }
   const visionModelPath = path.join(root, "onnx", onnxFileName("vision", variant));
   const textModelPath = path.join(root, "onnx", onnxFileName("text", variant));

@@ -48,6 +48,21 @@ function rows(tensor: ort.Tensor | undefined, batch: number, file: string, outpu
   return out;
 }
 
+/** Refuses an image input whose declared [batch, 3, H, W] shape fixes a size other than `crop`. */
+function checkImageSize(session: ort.InferenceSession, input: string, crop: { height: number; width: number }, file: string): void {
+  const meta = session.inputMetadata.find((m) => m.name === input);
+  if (meta === undefined || !meta.isTensor || meta.shape.length !== 4) return;
+  const [, , height, width] = meta.shape;
+  const fixedOther = (dim: number | string | undefined, expected: number) => typeof dim === "number" && dim > 0 && dim !== expected;
+  if (fixedOther(height, crop.height) || fixedOther(width, crop.width)) {
+    throw new ClipguardError(
+      "CLIPGUARD_E_MODEL",
+      `${file}: input "${input}" takes ${String(height)}x${String(width)} images, but preprocessor_config.json crops to ` +
+        `${crop.height}x${crop.width}; expected the preprocessor_config.json exported with this model`,
+    );
+  }
+}
+
 /** The image tower: pixel_values float32 [batch, 3, H, W] → image_embeds [batch, dim]. */
 export class VisionTower {
   private constructor(
@@ -57,15 +72,29 @@ export class VisionTower {
     private readonly outputName: string,
   ) {}
 
-  static async load(file: string, options: SessionOptions): Promise<VisionTower> {
+  /**
+   * @param crop the preprocessor's output size; a graph that fixes another height or width is
+   *   refused here, rather than failing every image at inference time
+   */
+  static async load(file: string, options: SessionOptions, crop?: { height: number; width: number }): Promise<VisionTower> {
     const session = await createSession(file, options);
-    const input = pickName(session.inputNames, "pixel_values", file, "an input", true);
-    const output = pickName(session.outputNames, "image_embeds", file, "an output", false);
-    return new VisionTower(session, file, input, output);
+    try {
+      const input = pickName(session.inputNames, "pixel_values", file, "an input", true);
+      const output = pickName(session.outputNames, "image_embeds", file, "an output", false);
+      if (crop !== undefined) checkImageSize(session, input, crop, file);
+      return new VisionTower(session, file, input, output);
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
   }
 
   /** One L2-normalized embedding per image; `pixels` holds `count` CHW images of `size`×`size`. */
   async run(pixels: Float32Array, count: number, height: number, width: number): Promise<Float32Array[]> {
+    if (pixels.length !== count * 3 * height * width) {
+      // a caller's bug, not a model fault: ort.Tensor would throw a bare Error without a code
+      throw new ClipguardError("CLIPGUARD_E_INTERNAL", `${this.file}: ${pixels.length} pixel values are not ${count} images of 3x${height}x${width}`);
+    }
     const input = new ort.Tensor("float32", pixels, [count, 3, height, width]);
     let result: ort.InferenceSession.ReturnType;
     try {
@@ -93,6 +122,15 @@ export class TextTower {
 
   static async load(file: string, options: SessionOptions): Promise<TextTower> {
     const session = await createSession(file, options);
+    try {
+      return TextTower.fromSession(session, file);
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+  }
+
+  private static fromSession(session: ort.InferenceSession, file: string): TextTower {
     const ids = pickName(session.inputNames, "input_ids", file, "an input", false);
     const mask = session.inputNames.includes("attention_mask") ? "attention_mask" : undefined;
     const unknown = session.inputNames.filter((n) => n !== ids && n !== mask);

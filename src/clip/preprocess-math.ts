@@ -148,6 +148,138 @@ export function hwcToNormalizedChw(rgb: Uint8Array, width: number, height: numbe
   return out;
 }
 
+/** A rectangle of an image, in pixels. */
+export interface Region {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
+// PIL's 8-bit resampling (libImaging/Resample.c), reproduced exactly: double coefficients from the
+// bicubic filter (a = -0.5) widened by the scale when shrinking, normalized to sum 1, turned into
+// fixed point with 22 fractional bits; horizontal pass first, rounded and clipped to uint8, then
+// the vertical pass.
+const PRECISION_BITS = 32 - 8 - 2;
+const ONE = 1 << PRECISION_BITS;
+const HALF = 1 << (PRECISION_BITS - 1);
+
+function bicubicFilter(x: number): number {
+  const a = -0.5;
+  const t = Math.abs(x);
+  if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+  if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+  return 0;
+}
+
+interface Coefficients {
+  /** Taps per output pixel (the stride of `weights`). */
+  ksize: number;
+  /** Per output pixel: first input index, number of taps. */
+  bounds: Int32Array;
+  /** Fixed-point weights, `ksize` per output pixel. */
+  weights: Int32Array;
+}
+
+function precomputeCoefficients(inSize: number, outSize: number): Coefficients {
+  const scale = inSize / outSize;
+  const filterScale = Math.max(scale, 1);
+  const support = 2 * filterScale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(outSize * 2);
+  const weights = new Int32Array(outSize * ksize);
+  const w = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    // C's (int) cast truncates toward zero
+    const xmin = Math.max(0, Math.trunc(center - support + 0.5));
+    const count = Math.min(inSize, Math.trunc(center + support + 0.5)) - xmin;
+    let sum = 0;
+    for (let x = 0; x < count; x++) {
+      const value = bicubicFilter((x + xmin - center + 0.5) / filterScale);
+      w[x] = value;
+      sum += value;
+    }
+    for (let x = 0; x < count; x++) {
+      const value = sum !== 0 ? (w[x] ?? 0) / sum : (w[x] ?? 0);
+      weights[xx * ksize + x] = value < 0 ? Math.trunc(-0.5 + value * ONE) : Math.trunc(0.5 + value * ONE);
+    }
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = count;
+  }
+  return { ksize, bounds, weights };
+}
+
+const clip8 = (sum: number): number => Math.min(255, Math.max(0, sum >> PRECISION_BITS));
+
+/**
+ * PIL's `Image.resize((outWidth, outHeight), Image.BICUBIC)` of a packed RGB image, bit for bit,
+ * computing only `region` of the output (each output pixel depends on its own window alone, so
+ * the region equals the same cut from the full result). Returns the region as packed RGB.
+ */
+export function resizeBicubicRegion(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number, region: Region): Uint8Array {
+  if (rgb.length !== width * height * 3) throw new RangeError(`expected ${width * height * 3} bytes of RGB for ${width}x${height}`);
+  if (region.left < 0 || region.top < 0 || region.left + region.width > outWidth || region.top + region.height > outHeight) {
+    throw new RangeError(`region is outside the ${outWidth}x${outHeight} output`);
+  }
+  // Horizontal pass over the input rows the vertical pass will read.
+  const vertical = outHeight !== height ? precomputeCoefficients(height, outHeight) : null;
+  let rowFirst = region.top;
+  let rowEnd = region.top + region.height;
+  if (vertical !== null) {
+    rowFirst = vertical.bounds[region.top * 2] ?? 0;
+    const last = region.top + region.height - 1;
+    rowEnd = (vertical.bounds[last * 2] ?? 0) + (vertical.bounds[last * 2 + 1] ?? 0);
+  }
+  const rows = rowEnd - rowFirst;
+  const temp = new Uint8Array(rows * region.width * 3);
+  const horizontal = outWidth !== width ? precomputeCoefficients(width, outWidth) : null;
+  for (let y = 0; y < rows; y++) {
+    const inRow = (rowFirst + y) * width * 3;
+    for (let i = 0; i < region.width; i++) {
+      const xx = region.left + i;
+      const at = (y * region.width + i) * 3;
+      if (horizontal === null) {
+        temp[at] = rgb[inRow + xx * 3] ?? 0;
+        temp[at + 1] = rgb[inRow + xx * 3 + 1] ?? 0;
+        temp[at + 2] = rgb[inRow + xx * 3 + 2] ?? 0;
+        continue;
+      }
+      const xmin = horizontal.bounds[xx * 2] ?? 0;
+      const count = horizontal.bounds[xx * 2 + 1] ?? 0;
+      const k0 = xx * horizontal.ksize;
+      let r = HALF;
+      let g = HALF;
+      let b = HALF;
+      for (let x = 0; x < count; x++) {
+        const k = horizontal.weights[k0 + x] ?? 0;
+        const p = inRow + (xmin + x) * 3;
+        r += (rgb[p] ?? 0) * k;
+        g += (rgb[p + 1] ?? 0) * k;
+        b += (rgb[p + 2] ?? 0) * k;
+      }
+      temp[at] = clip8(r);
+      temp[at + 1] = clip8(g);
+      temp[at + 2] = clip8(b);
+    }
+  }
+  if (vertical === null) return temp;
+  const out = new Uint8Array(region.width * region.height * 3);
+  const stride = region.width * 3;
+  for (let j = 0; j < region.height; j++) {
+    const yy = region.top + j;
+    const ymin = (vertical.bounds[yy * 2] ?? 0) - rowFirst;
+    const count = vertical.bounds[yy * 2 + 1] ?? 0;
+    const k0 = yy * vertical.ksize;
+    for (let i = 0; i < stride; i++) {
+      let sum = HALF;
+      for (let y = 0; y < count; y++) sum += (temp[(ymin + y) * stride + i] ?? 0) * (vertical.weights[k0 + y] ?? 0);
+      out[j * stride + i] = clip8(sum);
+    }
+  }
+  return out;
+}
+
 function assertDimension(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
 }

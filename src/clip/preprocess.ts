@@ -1,9 +1,17 @@
-import sharp from "sharp";
+import sharp, { type Sharp } from "sharp";
 import { z } from "zod";
 import { ClipguardError } from "../shared/errors.js";
 import { DEFAULT_DECODE_LIMITS, decodeError, inspectImage, openImage, type DecodeLimits, type ImageInfo } from "./image-decode.js";
 import type { ImageFormat } from "./image-format.js";
-import { centerCropPlan, hwcToNormalizedChw, identityCropPlan, resizeOutputSize, type CropPlan, type Size } from "./preprocess-math.js";
+import {
+  centerCropPlan,
+  hwcToNormalizedChw,
+  identityCropPlan,
+  resizeBicubicRegion,
+  resizeOutputSize,
+  type CropPlan,
+  type Size,
+} from "./preprocess-math.js";
 import type { PreprocessConfig } from "./types.js";
 
 /**
@@ -67,44 +75,62 @@ export async function preprocessImage(
 
 /**
  * Raw 8-bit RGB of the crop region (`plan.copyWidth` × `plan.copyHeight` at `plan.srcLeft/Top`)
- * of the image resized to `resized`. Extracting after the resize inside libvips keeps memory at
- * the crop size even when the resized image would be long and thin.
+ * of the image resized to `resized`.
+ *
+ * Shrinking (the common case) runs in libvips; extracting after the resize inside libvips keeps
+ * memory at the crop size even when the resized image would be long and thin. Enlarging (images
+ * whose shortest edge is under `shortestEdge`) uses {@link resizeBicubicRegion}, PIL's algorithm
+ * bit for bit: libvips samples enlargements a quarter pixel away from PIL, which changes edges by
+ * up to half the value range. Such images are small, so the JS resize is cheap.
  */
 async function decodeCropRegion(bytes: Uint8Array, info: ImageInfo, resized: Size, plan: CropPlan, limits: DecodeLimits): Promise<Uint8Array> {
-  const what = "the image could not be decoded";
+  const region = { left: plan.srcLeft, top: plan.srcTop, width: plan.copyWidth, height: plan.copyHeight };
   try {
-    // `pipelineColourspace("srgb")` converts grey, CMYK and 16-bit input to 8-bit sRGB before the
-    // resize, as PIL's convert("RGB") does; it also turns off JPEG shrink-on-load, which would
-    // otherwise decode at reduced size with libjpeg's DCT scaling instead of resizing bicubically.
-    let image = openImage(bytes, limits).pipelineColourspace("srgb");
+    if (resized.width > info.width || resized.height > info.height) {
+      const full = await decodeRgb(bytes, info, limits);
+      return resizeBicubicRegion(full, info.width, info.height, resized.width, resized.height, region);
+    }
+    let image: Sharp;
     if (info.hasAlpha) {
-      // sharp premultiplies by alpha around a resize and drops alpha only at the end of the
+      // sharp premultiplies by alpha around a resize and drops alpha only at the end of its
       // pipeline, which would darken (or zero) colours under transparent pixels. PIL drops the
       // alpha channel first, so decode without it at full size, then resize in a second pipeline.
-      const { data, info: raw } = await image
-        .removeAlpha()
-        .toColourspace("srgb")
-        .raw({ depth: "uchar" })
-        .toBuffer({ resolveWithObject: true });
-      image = sharp(data, { raw: { width: raw.width, height: raw.height, channels: raw.channels } });
+      const full = await decodeRgb(bytes, info, limits);
+      image = sharp(full, { raw: { width: info.width, height: info.height, channels: 3 } });
+    } else {
+      image = srgbPipeline(bytes, limits);
     }
     if (resized.width !== info.width || resized.height !== info.height) {
       image = image.resize(resized.width, resized.height, { kernel: "cubic", fit: "fill", fastShrinkOnLoad: false });
     }
-    if (plan.copyWidth !== resized.width || plan.copyHeight !== resized.height) {
-      image = image.extract({ left: plan.srcLeft, top: plan.srcTop, width: plan.copyWidth, height: plan.copyHeight });
-    }
-    const { data, info: out } = await image.toColourspace("srgb").removeAlpha().raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
-    if (out.width !== plan.copyWidth || out.height !== plan.copyHeight || out.channels !== 3) {
-      throw new ClipguardError(
-        "CLIPGUARD_E_INTERNAL",
-        `sharp returned ${out.width}x${out.height}x${out.channels} where ${plan.copyWidth}x${plan.copyHeight}x3 was expected`,
-      );
-    }
-    return data;
+    if (region.width !== resized.width || region.height !== resized.height) image = image.extract(region);
+    return await toRgb(image, region.width, region.height);
   } catch (err) {
-    throw decodeError(err, what);
+    throw decodeError(err, "the image could not be decoded");
   }
+}
+
+/**
+ * The first frame, EXIF-oriented, as 8-bit sRGB. `pipelineColourspace("srgb")` converts grey,
+ * CMYK and 16-bit input to 8-bit sRGB before any resize, as PIL's convert("RGB") does; it also
+ * turns off JPEG shrink-on-load, which would decode at reduced size with libjpeg's DCT scaling
+ * instead of resizing bicubically.
+ */
+function srgbPipeline(bytes: Uint8Array, limits: DecodeLimits): Sharp {
+  return openImage(bytes, limits).pipelineColourspace("srgb");
+}
+
+/** The whole first frame as packed RGB, alpha dropped (not composited) as PIL's convert("RGB") does. */
+function decodeRgb(bytes: Uint8Array, info: ImageInfo, limits: DecodeLimits): Promise<Uint8Array> {
+  return toRgb(srgbPipeline(bytes, limits), info.width, info.height);
+}
+
+async function toRgb(image: Sharp, width: number, height: number): Promise<Uint8Array> {
+  const { data, info } = await image.toColourspace("srgb").removeAlpha().raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+  if (info.width !== width || info.height !== height || info.channels !== 3) {
+    throw new ClipguardError("CLIPGUARD_E_INTERNAL", `sharp returned ${info.width}x${info.height}x${info.channels} where ${width}x${height}x3 was expected`);
+  }
+  return data;
 }
 
 // ---------------------------------------------------------------------------------------------
