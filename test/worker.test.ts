@@ -153,12 +153,30 @@ describe("worker: jobs in, verdicts out", () => {
     expect(verdict.decision).toBe("allow");
   });
 
+  it("judges a duplicate image from the embedding cache, without inference, against the current policies", async () => {
+    // a colour unique to this run, so the image's sha256 is new to the shared cache
+    const shade = Number.parseInt(ns.slice(-2), 16);
+    const png = (await solidPng([200, shade % 60, 40])).toString("base64");
+    const inferences = async () => (await worker.metric("clipguard_stage_duration_seconds_count", { stage: "inference" })) ?? 0;
+    const first = await run({ image: { base64: png } });
+    const after1 = await inferences();
+    const second = await run({ image: { base64: png } });
+    expect(await inferences()).toBe(after1);
+    expect(second.verdict.policies).toEqual(first.verdict.policies);
+    expect(second.verdict.imageSha256).toBe(first.verdict.imageSha256);
+    expect(second.verdict.timings.inferenceMs).toBe(0);
+    expect(await worker.metric("clipguard_image_embedding_cache_total", { result: "hit" })).toBeGreaterThanOrEqual(1);
+  });
+
   it("counts what it did in the metrics", async () => {
-    expect(await worker.metric("clipguard_jobs_completed_total", { decision: "block" })).toBeGreaterThanOrEqual(2);
+    expect(await worker.metric("clipguard_jobs_completed_total", { decision: "block" })).toBeGreaterThanOrEqual(4);
     expect(await worker.metric("clipguard_jobs_completed_total", { decision: "error" })).toBe(8);
     expect(await worker.metric("clipguard_job_failures_total", { code: "CLIPGUARD_E_JOB_INVALID" })).toBe(4);
     expect(await worker.metric("clipguard_policy_decisions_total", { policy: "red", decision: "block" })).toBeGreaterThanOrEqual(2);
-    expect(await worker.metric("clipguard_stage_duration_seconds_count", { stage: "inference" })).toBeGreaterThanOrEqual(4);
+    const inferences = (await worker.metric("clipguard_stage_duration_seconds_count", { stage: "inference" })) ?? 0;
+    const cacheHits = (await worker.metric("clipguard_image_embedding_cache_total", { result: "hit" })) ?? 0;
+    expect(inferences + cacheHits).toBeGreaterThanOrEqual(5);
+    expect(await worker.metric("clipguard_inference_batch_size_sum")).toBe(inferences);
     expect(await worker.metric("clipguard_queue_jobs", { state: "waiting" })).toBe(0);
     expect(await worker.metric("clipguard_model_info")).toBe(1);
     const text = await worker.metrics();

@@ -37,8 +37,11 @@ export async function whenReady(redis: Redis, timeoutMs: number): Promise<void> 
     case "reconnecting":
     case "close":
       throw redisError(redis, new Error("the connection is down (reconnecting)"));
+    case "connecting":
+    case "connect":
+      break; // an attempt is under way: wait for its outcome below
     default:
-      break;
+      break; // a status added by a later ioredis: wait for ready like for "connecting"
   }
   await new Promise<void>((resolve, reject) => {
     const done = (err?: unknown) => {

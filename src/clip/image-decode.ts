@@ -63,14 +63,11 @@ export interface ImageInfo {
  * Call {@link inspectImage} first: this does not check the format allowlist.
  */
 export function openImage(bytes: Uint8Array, limits: DecodeLimits): Sharp {
-  return sharp(bytes, {
-    failOn: "error",
-    limitInputPixels: limits.maxPixels,
-    pages: 1,
-    page: 0,
-    autoOrient: true,
-    ignoreIcc: true,
-  });
+  return sharpInput(bytes, limits.maxPixels);
+}
+
+function sharpInput(bytes: Uint8Array, limitInputPixels: number | false): Sharp {
+  return sharp(bytes, { failOn: "error", limitInputPixels, pages: 1, page: 0, autoOrient: true, ignoreIcc: true });
 }
 
 /** The sharp/libvips format name and HEIF compression that match an allowed format. */
@@ -99,7 +96,9 @@ export async function inspectImage(bytes: Uint8Array, limits: DecodeLimits = DEF
   const format = checkImageBytes(bytes, limits.maxBytes);
   let metadata: Metadata;
   try {
-    metadata = await openImage(bytes, limits).metadata();
+    // sharp applies limitInputPixels to metadata() too, and its error carries no code; reading the
+    // header without it lets the check below say CLIPGUARD_E_IMAGE_PIXELS. No pixels are decoded.
+    metadata = await sharpInput(bytes, false).metadata();
   } catch (err) {
     throw decodeError(err, `the ${formatName(format)} header could not be read`);
   }

@@ -4,6 +4,7 @@ import { Worker } from "node:worker_threads";
 import { ClipguardError } from "../shared/errors.js";
 import type { ModelInfo } from "./clip-model.js";
 import type { InferenceReply, InferenceRequest, InferenceThreadData } from "./inference-protocol.js";
+import { MicroBatcher } from "./micro-batcher.js";
 import type { ImageEmbedder, PreprocessConfig, TextEmbedder } from "./types.js";
 
 export interface InferencePoolOptions {
@@ -14,6 +15,12 @@ export interface InferencePoolOptions {
   threads?: number;
   /** ORT intra-op threads per inference thread. @default 1 */
   intraOpThreads?: number;
+  /** Largest image batch the micro-batcher forms from concurrent requests. @default 8 */
+  maxBatch?: number;
+  /** Longest a single image waits for others to batch with while a thread is idle. @default 2 */
+  maxBatchWaitMs?: number;
+  /** Called with the size of every image-tower run (for the batch-size metric). */
+  onImageBatch?: (size: number) => void;
 }
 
 interface Pending {
@@ -55,10 +62,26 @@ export class InferencePool implements TextEmbedder, ImageEmbedder {
   preprocess!: PreprocessConfig;
   contextLength = 77;
 
-  private constructor(private readonly options: Required<InferencePoolOptions>) {}
+  private readonly batcher: MicroBatcher<Float32Array, Float32Array>;
+
+  private constructor(private readonly options: Required<InferencePoolOptions>) {
+    this.batcher = new MicroBatcher((items) => this.runImageBatch(items), {
+      maxBatch: options.maxBatch,
+      maxWaitMs: options.maxBatchWaitMs,
+      capacity: options.threads,
+    });
+  }
 
   static async start(options: InferencePoolOptions): Promise<InferencePool> {
-    const pool = new InferencePool({ variant: "fp32", threads: 1, intraOpThreads: 1, ...options });
+    const pool = new InferencePool({
+      variant: "fp32",
+      threads: 1,
+      intraOpThreads: 1,
+      maxBatch: 8,
+      maxBatchWaitMs: 2,
+      onImageBatch: () => undefined,
+      ...options,
+    });
     try {
       await Promise.all(Array.from({ length: pool.options.threads }, () => pool.spawn()));
     } catch (err) {
@@ -140,11 +163,33 @@ export class InferencePool implements TextEmbedder, ImageEmbedder {
     return this.request((id) => ({ id, kind: "texts", texts: [...texts] }), []);
   }
 
-  /** The pixel buffer is transferred to the thread: the caller must not use it afterwards. */
-  embedPixels(pixels: Float32Array, count: number): Promise<Float32Array[]> {
-    if (count === 0) return Promise.resolve([]);
+  /**
+   * Single images from concurrent callers are batched (see MicroBatcher); a caller that passes
+   * several images at once gets one run of its own. The pixel buffer is transferred to the
+   * thread: the caller must not use it afterwards.
+   */
+  async embedPixels(pixels: Float32Array, count: number): Promise<Float32Array[]> {
+    if (count === 0) return [];
+    if (count === 1) return [await this.batcher.add(pixels)];
+    return this.runPixels(pixels, count);
+  }
+
+  private runImageBatch(items: Float32Array[]): Promise<Float32Array[]> {
+    if (items.length === 1 && items[0] !== undefined) return this.runPixels(items[0], 1);
+    const size = items.reduce((n, item) => n + item.length, 0);
+    const joined = new Float32Array(size);
+    let offset = 0;
+    for (const item of items) {
+      joined.set(item, offset);
+      offset += item.length;
+    }
+    return this.runPixels(joined, items.length);
+  }
+
+  private runPixels(pixels: Float32Array, count: number): Promise<Float32Array[]> {
     this.counters.imageRuns++;
     this.counters.imagesEmbedded += count;
+    this.options.onImageBatch(count);
     return this.request((id) => ({ id, kind: "pixels", pixels, count }), [pixels.buffer as ArrayBuffer]);
   }
 

@@ -20,10 +20,17 @@ import type { PreprocessConfig } from "./types.js";
  * shortest edge, center crop (zero padding when too small), rescale, normalize, CHW float32.
  *
  * One sharp pipeline decodes, resizes and cuts out the crop region as raw 8-bit RGB; the
- * arithmetic after that is in `preprocess-math.ts`. Known differences from PIL, all small:
- * libvips's Catmull-Rom (`kernel: "cubic"`) is PIL's BICUBIC (a = -0.5) with the same support
- * widening when shrinking, but libvips box-shrinks first when shrinking by 4× or more, and rounds
- * its fixed-point arithmetic differently, so a few values can differ by a unit or two out of 255.
+ * arithmetic after that is in `preprocess-math.ts`, and its rescale/normalize matches numpy's
+ * float32 results bit for bit.
+ *
+ * Known differences from transformers + PIL:
+ * - Shrinking runs in libvips: its Catmull-Rom (`kernel: "cubic"`) is PIL's BICUBIC (a = -0.5)
+ *   with the same support widening, but libvips box-shrinks first when shrinking by 4× or more
+ *   and rounds differently. Measured against PIL 9.4 on photos: 77–90 % of values identical, the
+ *   rest off by at most 2–6 levels out of 255 (mean |Δ| ≈ 0.003 after normalization).
+ * - Enlarging (shortest edge under `shortestEdge`) is PIL's algorithm reproduced exactly.
+ * - Embedded ICC profiles are ignored, as PIL does; CMYK goes through libvips's CMYK profile
+ *   (PIL's CMYK → RGB is a naive formula); 16-bit input keeps its high byte.
  */
 
 export interface PreprocessedImage {

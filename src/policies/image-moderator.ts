@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import type { ImageEmbedder, PreprocessConfig } from "../clip/types.js";
 import type { DecodeLimits } from "../clip/image-decode.js";
 import { preprocessImage } from "../clip/preprocess.js";
+import type { ImageEmbedder, PreprocessConfig } from "../clip/types.js";
 import { ClipguardError, toErrorInfo } from "../shared/errors.js";
 import type { Verdict } from "../shared/verdict.js";
 import type { CompiledPolicySet } from "./compiled-policies.js";
+import type { ImageEmbeddingCache } from "./image-embedding-cache.js";
 
 /** The parts of a loaded model the moderator needs. */
 export interface ModeratorModel extends ImageEmbedder {
@@ -19,10 +20,11 @@ export interface ModerateOptions {
   policies?: readonly string[];
 }
 
-/** Time spent per stage of one image, in milliseconds. */
+/** What judging one image cost, in milliseconds, and whether its embedding came from the cache. */
 export interface StageTimings {
   decodeMs: number;
   inferenceMs: number;
+  embeddingCached: boolean;
 }
 
 const round4 = (x: number): number => Math.round(x * 10_000) / 10_000;
@@ -33,14 +35,16 @@ export function sha256Hex(bytes: Uint8Array): string {
 
 /**
  * Bytes in, verdict out: decode and preprocess under the limits, run the image tower, judge
- * against the current policy set. Errors become `decision: "error"` verdicts, never exceptions,
- * so one bad image cannot stop a batch.
+ * against the current policy set. With an embedding cache, an image seen before (same sha256,
+ * same model) skips decoding and inference. Errors become `decision: "error"` verdicts, never
+ * exceptions, so one bad image cannot stop a batch. A failing cache is treated as a miss.
  */
 export class ImageModerator {
   constructor(
     private readonly model: ModeratorModel,
     private readonly policies: () => CompiledPolicySet,
     private readonly limits: DecodeLimits,
+    private readonly cache?: ImageEmbeddingCache,
   ) {}
 
   /** Refuses unknown policy ids before any image work (CLIPGUARD_E_POLICY_UNKNOWN). */
@@ -53,47 +57,57 @@ export class ImageModerator {
   }
 
   /** The verdict for an image that could not be judged (unreadable, refused, undecodable). */
-  errorVerdict(err: unknown, options: ModerateOptions = {}, bytes?: Uint8Array): Verdict {
+  errorVerdict(err: unknown, options: ModerateOptions = {}, sha256?: string, policyVersion = this.policies().version): Verdict {
     return {
       ...(options.image !== undefined ? { image: options.image } : {}),
       decision: "error",
       policies: [],
-      ...this.tail(this.policies().version, bytes),
+      ...this.tail(policyVersion, sha256),
       error: toErrorInfo(err),
     };
   }
 
-  private tail(policyVersion: string, bytes?: Uint8Array) {
+  private tail(policyVersion: string, sha256?: string) {
     return {
-      ...(bytes !== undefined ? { imageSha256: sha256Hex(bytes) } : {}),
+      ...(sha256 !== undefined ? { imageSha256: sha256 } : {}),
       model: { name: this.model.info.name, fingerprint: this.model.info.fingerprint },
       policyVersion,
     };
   }
 
+  private async embed(bytes: Uint8Array, sha256: string, timings: StageTimings): Promise<Float32Array> {
+    const fingerprint = this.model.info.fingerprint;
+    const cached = await this.cache?.get(fingerprint, sha256).catch(() => undefined);
+    if (cached !== undefined) {
+      timings.embeddingCached = true;
+      return cached;
+    }
+    const t0 = performance.now();
+    const { pixels } = await preprocessImage(bytes, this.model.preprocess, this.limits);
+    const t1 = performance.now();
+    timings.decodeMs = t1 - t0;
+    const [embedding] = await this.model.embedPixels(pixels, 1);
+    timings.inferenceMs = performance.now() - t1;
+    if (embedding === undefined) throw new ClipguardError("CLIPGUARD_E_INFERENCE", "the image tower returned no embedding");
+    await this.cache?.set(fingerprint, sha256, embedding).catch(() => undefined);
+    return embedding;
+  }
+
   async moderate(bytes: Uint8Array, options: ModerateOptions = {}): Promise<{ verdict: Verdict; timings: StageTimings }> {
     const compiled = this.policies();
-    const label = options.image !== undefined ? { image: options.image } : {};
-    const tail = this.tail(compiled.version, bytes);
-    const timings: StageTimings = { decodeMs: 0, inferenceMs: 0 };
+    const sha256 = sha256Hex(bytes);
+    const timings: StageTimings = { decodeMs: 0, inferenceMs: 0, embeddingCached: false };
     try {
-      const t0 = performance.now();
-      const { pixels } = await preprocessImage(bytes, this.model.preprocess, this.limits);
-      const t1 = performance.now();
-      timings.decodeMs = t1 - t0;
-      const [embedding] = await this.model.embedPixels(pixels, 1);
-      timings.inferenceMs = performance.now() - t1;
-      if (embedding === undefined) throw new Error("the image tower returned no embedding");
-      const judgement = compiled.judge(embedding, options.policies);
+      const judgement = compiled.judge(await this.embed(bytes, sha256, timings), options.policies);
       const verdict: Verdict = {
-        ...label,
+        ...(options.image !== undefined ? { image: options.image } : {}),
         decision: judgement.decision,
         policies: judgement.policies.map((p) => ({ id: p.id, score: round4(p.score), decision: p.decision, prompt: p.prompt })),
-        ...tail,
+        ...this.tail(compiled.version, sha256),
       };
       return { verdict, timings };
     } catch (err) {
-      return { verdict: this.errorVerdict(err, options, bytes), timings };
+      return { verdict: this.errorVerdict(err, options, sha256, compiled.version), timings };
     }
   }
 }

@@ -33,6 +33,10 @@ export const ERROR_CODES = {
   CLIPGUARD_E_MODEL: { retryable: false, summary: "the model directory is missing a file or does not fit the layout" },
   CLIPGUARD_E_POLICIES: { retryable: false, summary: "the policies file is invalid" },
   CLIPGUARD_E_CONFIG: { retryable: false, summary: "an environment variable or option is invalid" },
+  CLIPGUARD_E_LABELS: {
+    retryable: false,
+    summary: "the labelled examples of `clipguard eval` are missing, malformed, or name unknown policy ids",
+  },
   // runtime
   CLIPGUARD_E_INFERENCE: { retryable: true, summary: "the ONNX session failed while running" },
   CLIPGUARD_E_REDIS: { retryable: true, summary: "Redis is unreachable or answered with an error" },

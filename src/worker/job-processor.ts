@@ -71,13 +71,12 @@ export function createJobProcessor(deps: ProcessorDeps) {
   }
 
   /** Publishes an error verdict when the failure is final, then fails the job the right way. */
-  async function fail(job: Job, data: Partial<JobData>, err: unknown, timings: JobTimings): Promise<never> {
+  async function fail(job: Job, data: Partial<JobData>, err: unknown, timings: JobTimings, verdict?: Verdict): Promise<never> {
     const info = toErrorInfo(err);
     metrics.failures.inc({ code: info.code });
     const retryable = isClipguardError(err) ? err.retryable : true;
     if (retryable && !isLastAttempt(job)) throw err;
-    const verdict = deps.moderator().errorVerdict(err);
-    await finish(job, data, verdict, timings);
+    await finish(job, data, verdict ?? deps.moderator().errorVerdict(err), timings);
     if (retryable) throw err;
     throw new UnrecoverableError(`${info.code}: ${info.message}`);
   }
@@ -115,10 +114,12 @@ export function createJobProcessor(deps: ProcessorDeps) {
       const stage = moderated.timings;
       timings.decodeMs = Math.round(stage.decodeMs * 100) / 100;
       timings.inferenceMs = Math.round(stage.inferenceMs * 100) / 100;
-      metrics.stageSeconds.observe({ stage: "decode" }, stage.decodeMs / 1000);
-      if (stage.inferenceMs > 0) {
-        metrics.stageSeconds.observe({ stage: "inference" }, stage.inferenceMs / 1000);
-        metrics.batchSize.observe(1);
+      if (stage.embeddingCached) {
+        metrics.imageCache.inc({ result: "hit" });
+      } else if (stage.decodeMs > 0) {
+        metrics.imageCache.inc({ result: "miss" });
+        metrics.stageSeconds.observe({ stage: "decode" }, stage.decodeMs / 1000);
+        if (stage.inferenceMs > 0) metrics.stageSeconds.observe({ stage: "inference" }, stage.inferenceMs / 1000);
       }
     } catch (err) {
       timings.totalMs = Date.now() - started;
@@ -128,7 +129,7 @@ export function createJobProcessor(deps: ProcessorDeps) {
     timings.totalMs = Date.now() - started;
     if (verdict.decision === "error" && verdict.error !== undefined) {
       log.warn({ code: verdict.error.code, attempt: job.attemptsMade + 1 }, "image could not be judged");
-      return fail(job, data, new ClipguardError(verdict.error.code, verdict.error.message), timings);
+      return fail(job, data, new ClipguardError(verdict.error.code, verdict.error.message), timings, verdict);
     }
     try {
       const result = await finish(job, data, verdict, timings);

@@ -51,6 +51,12 @@ export function createWorkerMetrics() {
       labelNames: ["result"] as const,
       registers,
     }),
+    imageCache: new Counter({
+      name: "clipguard_image_embedding_cache_total",
+      help: "Image-embedding cache lookups by result (hit: a duplicate image judged without inference)",
+      labelNames: ["result"] as const,
+      registers,
+    }),
     textEncoderRuns: new Counter({
       name: "clipguard_text_encoder_runs_total",
       help: "Runs of the text tower (0 on a worker whose prompts were all in the shared cache)",

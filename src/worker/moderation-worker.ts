@@ -1,5 +1,6 @@
 import { Queue, Worker } from "bullmq";
 import { InferencePool } from "../clip/inference-pool.js";
+import { RedisImageEmbeddingCache } from "../policies/image-embedding-cache.js";
 import { ImageModerator } from "../policies/image-moderator.js";
 import { RedisTextEmbeddingCache } from "../policies/redis-text-embedding-cache.js";
 import type { Config } from "../shared/config.js";
@@ -70,6 +71,9 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       variant: settings.variant,
       threads: config.CLIPGUARD_INFERENCE_THREADS,
       intraOpThreads: config.CLIPGUARD_ORT_THREADS,
+      maxBatch: config.CLIPGUARD_BATCH_MAX,
+      maxBatchWaitMs: config.CLIPGUARD_BATCH_WAIT_MS,
+      onImageBatch: (size) => metrics.batchSize.observe(size),
     });
     const textCache = new RedisTextEmbeddingCache(redis, { ttlSeconds: config.CLIPGUARD_TEXT_CACHE_TTL_S });
     policies = await PolicyManager.start(settings.policiesFile, pool, textCache, metrics, logger);
@@ -80,10 +84,9 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
   }
   const inference = pool;
   metrics.modelInfo.set({ name: inference.info.name, fingerprint: inference.info.fingerprint, variant: inference.info.variant }, 1);
-  const moderator = new ImageModerator(inference, () => policies.current, {
-    maxBytes: config.CLIPGUARD_MAX_IMAGE_BYTES,
-    maxPixels: config.CLIPGUARD_MAX_PIXELS,
-  });
+  const imageCache = new RedisImageEmbeddingCache(redis, { ttlSeconds: config.CLIPGUARD_EMBEDDING_TTL });
+  const limits = { maxBytes: config.CLIPGUARD_MAX_IMAGE_BYTES, maxPixels: config.CLIPGUARD_MAX_PIXELS };
+  const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache);
   const stopWatching = watchPolicies(settings.policiesFile, (reason) => void policies.reload(reason), {
     watchFile: config.CLIPGUARD_WATCH_POLICIES,
   });
