@@ -60,7 +60,7 @@ describe("model directory failures", () => {
 
   it("refuses a path that is a file, not a directory", async () => {
     const file = path.join(base, "config.json");
-    await expectModelError(openModelDirectory(file), file, "does not exist");
+    await expectModelError(openModelDirectory(file), file, "is not a directory");
   });
 
   it("refuses a directory without onnx/vision_model.onnx", async () => {

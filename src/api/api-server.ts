@@ -4,6 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { clientOptionsFromConfig } from "../client/client-config.js";
 import { ModerationClient } from "../client/moderation-client.js";
+import { disconnectSettled } from "../client/redis-ready.js";
 import type { Config } from "../shared/config.js";
 import { ClipguardError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -71,7 +72,7 @@ export async function buildApiServer(config: Config, options: ApiServerOptions):
   app.addHook("onRequest", authHook(keyring));
   app.addHook("onClose", async () => {
     await client.close();
-    redis.disconnect();
+    await disconnectSettled(redis);
   });
 
   await app.register(fastifyRateLimit, {

@@ -5,7 +5,7 @@ import { ClipguardError, ERROR_CODES, isClipguardError, type ErrorCode } from ".
 import { JOB_NAME, REF_PREFIX, jobDataSchema, type JobData, type JobImage, type JobVerdict } from "../shared/job-schema.js";
 import { createProducerConnection } from "../shared/redis.js";
 import { describeImage, isHttpUrl, resolveImage, type ImageInput } from "./image-input.js";
-import { redisError, whenReady } from "./redis-ready.js";
+import { disconnectSettled, redisError, whenReady } from "./redis-ready.js";
 import { findPublishedVerdict, lastEntryId, publishedMarkerKey, readVerdictEntries, STREAM_ID, type ReadVerdictsOptions, type VerdictEntry } from "./verdict-stream.js";
 import { VerdictWatcher } from "./verdict-watcher.js";
 
@@ -328,10 +328,10 @@ export class ModerationClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.watcher?.close();
-    this.follower?.disconnect();
+    await this.watcher?.close();
+    if (this.follower !== undefined) await disconnectSettled(this.follower);
     await this.queue.close().catch(() => {});
-    if (this.ownsRedis) this.redis.disconnect();
+    if (this.ownsRedis) await disconnectSettled(this.redis);
   }
 
   private async exists(jobId: string): Promise<boolean> {

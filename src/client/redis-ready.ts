@@ -61,3 +61,12 @@ export async function whenReady(redis: Redis, timeoutMs: number): Promise<void> 
     redis.once("end", onEnd);
   });
 }
+
+/**
+ * Disconnects, first letting a connection attempt under way finish: cutting one off during its
+ * ready check leaves ioredis with an INFO that rejects unhandled (seen with BullMQ attached).
+ */
+export async function disconnectSettled(redis: Redis, timeoutMs = 2_000): Promise<void> {
+  if (redis.status === "connecting" || redis.status === "connect") await whenReady(redis, timeoutMs).catch(() => {});
+  redis.disconnect();
+}

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type { JobVerdict } from "../shared/job-schema.js";
-import { whenReady } from "./redis-ready.js";
+import { disconnectSettled, whenReady } from "./redis-ready.js";
 import { lastEntryId, readVerdictEntries } from "./verdict-stream.js";
 
 type Listener = (verdict: JobVerdict) => void;
@@ -75,9 +75,9 @@ export class VerdictWatcher {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
     this.listeners.clear();
-    this.connection.disconnect();
+    await disconnectSettled(this.connection);
   }
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { DecodeLimits } from "../clip/image-decode.js";
-import { preprocessImage } from "../clip/preprocess.js";
+import { preprocessImage, type PreprocessOptions } from "../clip/preprocess.js";
 import type { ImageEmbedder, PreprocessConfig } from "../clip/types.js";
 import { ClipguardError, toErrorInfo } from "../shared/errors.js";
 import type { Verdict } from "../shared/verdict.js";
@@ -43,7 +43,7 @@ export class ImageModerator {
   constructor(
     private readonly model: ModeratorModel,
     private readonly policies: () => CompiledPolicySet,
-    private readonly limits: DecodeLimits,
+    private readonly limits: DecodeLimits & PreprocessOptions,
     private readonly cache?: ImageEmbeddingCache,
   ) {}
 
@@ -83,7 +83,7 @@ export class ImageModerator {
       return cached;
     }
     const t0 = performance.now();
-    const { pixels } = await preprocessImage(bytes, this.model.preprocess, this.limits);
+    const { pixels } = await preprocessImage(bytes, this.model.preprocess, this.limits, this.limits);
     const t1 = performance.now();
     timings.decodeMs = t1 - t0;
     const [embedding] = await this.model.embedPixels(pixels, 1);

@@ -24,6 +24,7 @@ const envSchema = z.object({
   CLIPGUARD_POLICIES: z.string().min(1).default(bundledPath("examples", "policies.yaml")),
   CLIPGUARD_MAX_IMAGE_BYTES: intFrom(1, 1024 * 1024 * 1024).default(20 * 1024 * 1024),
   CLIPGUARD_MAX_PIXELS: intFrom(1, 1_000_000_000).default(40_000_000),
+  CLIPGUARD_FAST_JPEG: bool.default(true),
   CLIPGUARD_ORT_THREADS: intFrom(1, 256).default(Math.max(1, os.availableParallelism())),
   CLIPGUARD_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 
@@ -64,6 +65,16 @@ const envSchema = z.object({
   CLIPGUARD_API_AUTH: z.enum(["on", "off"]).default("on"),
   CLIPGUARD_API_WAIT_MS: intFrom(0, 600_000).default(10_000),
   CLIPGUARD_API_RATE_LIMIT: intFrom(1, 1_000_000).default(600),
+
+  // Hugging Face Hub (`clipguard model pull`)
+  HF_ENDPOINT: z
+    .string()
+    .url()
+    .regex(/^https?:\/\//, "an http(s) URL")
+    .transform((v) => v.replace(/\/+$/, ""))
+    .default("https://huggingface.co"),
+  /** Sent as `Authorization: Bearer` to HF_ENDPOINT only; never logged. */
+  HF_TOKEN: z.string().min(1).optional(),
 });
 
 export type Config = Readonly<z.infer<typeof envSchema>>;

@@ -51,6 +51,25 @@ export const ERROR_CODES = {
     retryable: true,
     summary: "no verdict arrived within the wait time; the job is still queued or running",
   },
+  // model downloads (`clipguard model pull`)
+  CLIPGUARD_E_DOWNLOAD_NOT_FOUND: {
+    retryable: false,
+    summary: "the Hub has no such repository or revision, or it is private/gated and HF_TOKEN has no access",
+  },
+  CLIPGUARD_E_DOWNLOAD_FILE_MISSING: {
+    retryable: false,
+    summary: "the repository lacks a file the model layout needs (e.g. the ONNX files of the chosen variant)",
+  },
+  CLIPGUARD_E_DOWNLOAD_NETWORK: { retryable: true, summary: "the Hub was unreachable, timed out or answered 5xx, after retries" },
+  CLIPGUARD_E_DOWNLOAD_RESPONSE: {
+    retryable: false,
+    summary: "the Hub answered with an unexpected status, too many redirects or malformed metadata",
+  },
+  CLIPGUARD_E_DOWNLOAD_CHECKSUM: {
+    retryable: true,
+    summary: "a downloaded file does not match the checksum the Hub publishes; the partial file was deleted",
+  },
+  CLIPGUARD_E_DOWNLOAD_TARGET_EXISTS: { retryable: false, summary: "the target model directory already exists (pass --force to replace it)" },
 } as const satisfies Record<string, { retryable: boolean; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

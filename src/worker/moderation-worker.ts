@@ -85,7 +85,11 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
   const inference = pool;
   metrics.modelInfo.set({ name: inference.info.name, fingerprint: inference.info.fingerprint, variant: inference.info.variant }, 1);
   const imageCache = new RedisImageEmbeddingCache(redis, { ttlSeconds: config.CLIPGUARD_EMBEDDING_TTL });
-  const limits = { maxBytes: config.CLIPGUARD_MAX_IMAGE_BYTES, maxPixels: config.CLIPGUARD_MAX_PIXELS };
+  const limits = {
+    maxBytes: config.CLIPGUARD_MAX_IMAGE_BYTES,
+    maxPixels: config.CLIPGUARD_MAX_PIXELS,
+    fastShrinkOnLoad: config.CLIPGUARD_FAST_JPEG,
+  };
   const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache);
   const stopWatching = watchPolicies(settings.policiesFile, (reason) => void policies.reload(reason), {
     watchFile: config.CLIPGUARD_WATCH_POLICIES,
