@@ -3,6 +3,8 @@ import { Command, CommanderError } from "commander";
 import { registerApiCommand } from "./api-command.js";
 import { EXIT, reportFatal } from "./cli-errors.js";
 import { registerEnqueueCommand } from "./enqueue-command.js";
+import { registerModelCommand } from "./model-command.js";
+import { registerEvalCommand } from "./eval-command.js";
 import { registerPoliciesCommand } from "./policies-command.js";
 import { registerScoreCommand } from "./score-command.js";
 import { registerVerdictsCommand } from "./verdicts-command.js";
@@ -17,10 +19,12 @@ const program = new Command()
 
 registerScoreCommand(program);
 registerPoliciesCommand(program);
+registerEvalCommand(program);
 registerWorkerCommand(program);
 registerEnqueueCommand(program);
 registerVerdictsCommand(program);
 registerApiCommand(program);
+registerModelCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -98,7 +98,8 @@ export class ModerationClient {
   readonly verdictStream: string;
   private readonly redis: Redis;
   private readonly ownsRedis: boolean;
-  private readonly queue: Queue<JobData, JobVerdict, string>;
+  private readonly prefix: string;
+  private queue: Queue<JobData, JobVerdict, string> | undefined;
   private readonly settings: Required<Omit<ModerationClientOptions, "redis" | "queue" | "prefix" | "verdictStream" | "onRedisError">>;
   private readonly onRedisError: (err: unknown) => void;
   private watcher: VerdictWatcher | undefined;
@@ -128,9 +129,7 @@ export class ModerationClient {
       this.redis = options.redis;
       this.ownsRedis = false;
     }
-    this.queue = new Queue<JobData, JobVerdict, string>(this.queueName, { connection: this.redis, prefix: options.prefix ?? "bull" });
-    // BullMQ re-emits connection errors; without a listener they would crash the process
-    this.queue.on("error", (err) => this.onRedisError(err));
+    this.prefix = options.prefix ?? "bull";
   }
 
   /**
@@ -163,7 +162,7 @@ export class ModerationClient {
     }
     const resolved = await resolveImage(image, this.settings.maxImageBytes);
 
-    await this.ready();
+    const queue = await this.jobQueue();
     // an idempotent resubmission must not store a second ref nobody will read
     if (options.jobId !== undefined && (await this.exists(jobId))) return jobId;
 
@@ -188,14 +187,14 @@ export class ModerationClient {
       ...(options.priority !== undefined ? { priority: options.priority } : {}),
     };
     try {
-      await this.redisCall(() => this.queue.add(JOB_NAME, data, jobOptions));
+      await this.redisCall(() => queue.add(JOB_NAME, data, jobOptions));
     } catch (err) {
       if (ref !== undefined) await this.redis.del(ref).catch(() => 0);
       throw err;
     }
     if (ref !== undefined && options.jobId !== undefined) {
       // lost a race with a concurrent resubmission: BullMQ kept the other job, so this ref is unused
-      const stored = await this.redisCall(() => this.queue.getJob(jobId));
+      const stored = await this.redisCall(() => queue.getJob(jobId));
       const storedImage = stored?.data.image;
       if (storedImage === undefined || !("ref" in storedImage) || storedImage.ref !== ref) await this.redis.del(ref).catch(() => 0);
     }
@@ -258,10 +257,10 @@ export class ModerationClient {
 
   /** State and verdict of a job; undefined when neither the job nor its verdict exists. */
   async getStatus(jobId: string): Promise<ModerationJobStatus | undefined> {
-    await this.ready();
+    const queue = await this.jobQueue();
     return this.redisCall(async () => {
       const published = await findPublishedVerdict(this.redis, this.verdictStream, jobId);
-      const job = await this.queue.getJob(jobId);
+      const job = await queue.getJob(jobId);
       const state = job === undefined ? "unknown" : await job.getState();
       if (job === undefined || state === "unknown") {
         if (published === undefined) return undefined;
@@ -330,13 +329,18 @@ export class ModerationClient {
     this.closed = true;
     await this.watcher?.close();
     if (this.follower !== undefined) await disconnectSettled(this.follower);
-    await this.queue.close().catch(() => {});
+    if (this.queue !== undefined) {
+      // let BullMQ finish its connection setup first: closing during it leaves a rejection unhandled
+      await this.queue.waitUntilReady().catch(() => {});
+      await this.queue.close().catch(() => {});
+    }
     if (this.ownsRedis) await disconnectSettled(this.redis);
   }
 
   private async exists(jobId: string): Promise<boolean> {
+    const queue = await this.jobQueue();
     return this.redisCall(async () => {
-      if ((await this.queue.getJob(jobId)) !== undefined) return true;
+      if ((await queue.getJob(jobId)) !== undefined) return true;
       return (await this.redis.exists(publishedMarkerKey(this.verdictStream, jobId))) === 1;
     });
   }
@@ -355,6 +359,20 @@ export class ModerationClient {
     const connection = this.redis.duplicate();
     connection.on("error", (err) => this.onRedisError(err));
     return connection;
+  }
+
+  /**
+   * The BullMQ queue, created once Redis is reachable: BullMQ waits for a connection without a
+   * time limit, and a Queue closed before its connection was ever ready leaks a rejection.
+   */
+  private async jobQueue(): Promise<Queue<JobData, JobVerdict, string>> {
+    await this.ready();
+    if (this.queue === undefined) {
+      this.queue = new Queue<JobData, JobVerdict, string>(this.queueName, { connection: this.redis, prefix: this.prefix });
+      // BullMQ re-emits connection errors; without a listener they would crash the process
+      this.queue.on("error", (err) => this.onRedisError(err));
+    }
+    return this.queue;
   }
 
   private async ready(connection: Redis = this.redis, timeoutMs = this.settings.connectTimeoutMs): Promise<void> {

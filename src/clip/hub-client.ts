@@ -68,6 +68,8 @@ const modelInfoSchema = z.object({
   ),
 });
 
+const MAX_ATTEMPTS = 25;
+
 /** A failed request worth repeating: network fault, stall, 408, 429, 5xx. */
 function transient(message: string, cause?: unknown): ClipguardError {
   return new ClipguardError("CLIPGUARD_E_DOWNLOAD_NETWORK", message, { cause });
@@ -133,7 +135,8 @@ export class HubClient {
    */
   async retrying<T>(attempt: (progress: () => void) => Promise<T>): Promise<T> {
     let failures = 0;
-    for (;;) {
+    // a server that keeps cutting connections still sends something each time; do not loop forever
+    for (let attempts = 1; ; attempts++) {
       let progressed = false;
       try {
         return await attempt(() => {
@@ -142,11 +145,11 @@ export class HubClient {
       } catch (err) {
         if (!(err instanceof ClipguardError && err.code === "CLIPGUARD_E_DOWNLOAD_NETWORK")) throw err;
         failures = progressed ? 0 : failures + 1;
-        const delay = this.retryDelaysMs[failures - 1];
-        if (failures > 0 && delay === undefined) {
-          throw new ClipguardError(err.code, `${err.message} (gave up after ${failures} attempts)`, { cause: err.cause });
+        const delay = this.retryDelaysMs[Math.max(0, failures - 1)];
+        if (delay === undefined || attempts >= MAX_ATTEMPTS) {
+          throw new ClipguardError(err.code, `${err.message} (gave up after ${attempts} attempts; run again to resume)`, { cause: err.cause });
         }
-        await sleep(delay ?? 0);
+        await sleep(delay);
       }
     }
   }

@@ -153,3 +153,13 @@ export function decodeError(err: unknown, what: string): ClipguardError {
     cause: err,
   });
 }
+
+/**
+ * Process-wide decoder settings for a long-running service: libvips threads per image (decodes
+ * already run in parallel across libuv's pool, one per concurrent job) and no operation cache
+ * (every image is new, so the cache would only hold memory).
+ */
+export function configureImageDecoding(options: { threadsPerImage: number }): void {
+  sharp.concurrency(options.threadsPerImage);
+  sharp.cache(false);
+}

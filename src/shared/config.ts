@@ -25,8 +25,11 @@ const envSchema = z.object({
   CLIPGUARD_MAX_IMAGE_BYTES: intFrom(1, 1024 * 1024 * 1024).default(20 * 1024 * 1024),
   CLIPGUARD_MAX_PIXELS: intFrom(1, 1_000_000_000).default(40_000_000),
   CLIPGUARD_FAST_JPEG: bool.default(true),
+  CLIPGUARD_DECODE_THREADS: intFrom(1, 256).default(1),
   CLIPGUARD_ORT_THREADS: intFrom(1, 256).default(Math.max(1, os.availableParallelism())),
   CLIPGUARD_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** Image-embedding cache of `clipguard eval` (`--cache`); unset: `<out>/embeddings`. */
+  CLIPGUARD_EVAL_CACHE: z.string().min(1).optional(),
 
   REDIS_URL: z.string().url().default("redis://127.0.0.1:6379"),
   CLIPGUARD_QUEUE: z.string().regex(/^[A-Za-z0-9_.-]+$/).default("moderation"),

@@ -8,10 +8,15 @@ export function createWorkerMetrics() {
   collectDefaultMetrics({ register: registry, prefix: "clipguard_" });
   const registers = [registry];
   let depthSource: (() => Promise<Record<string, number>>) | undefined;
+  let oldestSource: (() => Promise<number | undefined>) | undefined;
   return {
     /** Where `clipguard_queue_jobs` reads the queue's job counts from at scrape time. */
     setQueueDepthSource(source: () => Promise<Record<string, number>>): void {
       depthSource = source;
+    },
+    /** Where `clipguard_queue_oldest_waiting_seconds` reads the oldest waiting job's enqueue time (ms). */
+    setOldestWaitingSource(source: () => Promise<number | undefined>): void {
+      oldestSource = source;
     },
     registry,
     jobsCompleted: new Counter({
@@ -73,6 +78,20 @@ export function createWorkerMetrics() {
           for (const [state, n] of Object.entries(await depthSource())) this.set({ state }, n);
         } catch {
           // Redis away: keep the last values; /readyz reports the outage
+        }
+      },
+    }),
+    oldestWaiting: new Gauge({
+      name: "clipguard_queue_oldest_waiting_seconds",
+      help: "Age of the oldest job waiting in the queue (0 when none waits)",
+      registers,
+      async collect() {
+        if (oldestSource === undefined) return;
+        try {
+          const enqueuedAt = await oldestSource();
+          this.set(enqueuedAt === undefined ? 0 : Math.max(0, (Date.now() - enqueuedAt) / 1000));
+        } catch {
+          // Redis away: keep the last value
         }
       },
     }),

@@ -1,4 +1,5 @@
 import { Queue, Worker } from "bullmq";
+import { configureImageDecoding } from "../clip/image-decode.js";
 import { InferencePool } from "../clip/inference-pool.js";
 import { RedisImageEmbeddingCache } from "../policies/image-embedding-cache.js";
 import { ImageModerator } from "../policies/image-moderator.js";
@@ -62,6 +63,7 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
   const redis = createWorkerConnection(config.REDIS_URL);
   redis.on("error", (err) => logger.warn({ err }, "redis connection error"));
   const metrics = createWorkerMetrics();
+  configureImageDecoding({ threadsPerImage: config.CLIPGUARD_DECODE_THREADS });
   let pool: InferencePool | undefined;
   let policies: PolicyManager;
   try {
@@ -97,6 +99,7 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
 
   const queue = new Queue(config.CLIPGUARD_QUEUE, { connection: createWorkerConnection(config.REDIS_URL), prefix: config.CLIPGUARD_PREFIX });
   metrics.setQueueDepthSource(() => queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized"));
+  metrics.setOldestWaitingSource(async () => (await queue.getJobs(["wait", "prioritized"], 0, 0, true))[0]?.timestamp);
 
   const processor = createJobProcessor({
     redis,
