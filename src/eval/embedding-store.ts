@@ -32,9 +32,10 @@ export class EmbeddingStore {
    * finite): a damaged entry costs one inference, never a wrong score.
    */
   async get(sha256: string, dimension?: number): Promise<Float32Array | undefined> {
+    const file = this.file(sha256);
     let bytes: Buffer;
     try {
-      bytes = await fs.readFile(this.file(sha256));
+      bytes = await fs.readFile(file);
     } catch {
       return undefined;
     }

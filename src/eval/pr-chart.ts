@@ -20,7 +20,6 @@ const COLOURS = { positive: "#d62728", benign: "#1f77b4", other: "#7f7f7f", revi
 
 /** Text for SVG content or attributes: XML-escaped, control characters removed, length bounded. */
 export function escapeXml(text: string, maxLength = 120): string {
-  // eslint-disable-next-line no-control-regex
   const clean = text.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\ufffe\uffff]/g, "");
   const short = clean.length > maxLength ? `${clean.slice(0, maxLength - 1)}…` : clean;
   return short.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
@@ -90,13 +89,21 @@ function prPanel(e: PolicyEvaluation): string[] {
   } else {
     out.push(text((x0 + x1) / 2, (PANEL.top + PANEL.bottom) / 2, "no positive examples", 'text-anchor="middle" font-size="14" fill="#888"'));
   }
+  // marks often share a point (a separable set puts review and block at the same place):
+  // their labels are stacked instead of drawn over each other
+  const labelsAt = new Map<string, number>();
   for (const m of marks(e)) {
     const fill = m.suggested ? COLOURS[m.kind] : "white";
     const x = X(m.point.recall);
     const y = Y(m.point.precision);
     out.push(`<circle cx="${px(x)}" cy="${px(y)}" r="7" fill="${fill}" stroke="${COLOURS[m.kind]}" stroke-width="2.5"/>`);
+    const key = `${px(x)},${px(y)}`;
+    const stacked = labelsAt.get(key) ?? 0;
+    labelsAt.set(key, stacked + 1);
     const label = `${m.suggested ? "suggested" : "current"} ${m.kind} ${fmt(m.point.threshold)}`;
-    out.push(text(x - 10, y + (m.suggested ? 22 : -12), label, `text-anchor="end" font-size="12" fill="${COLOURS[m.kind]}"`));
+    // below the point when it sits high on the chart, above it otherwise
+    const dy = y < PANEL.top + 80 ? 24 + stacked * 15 : -14 - stacked * 15;
+    out.push(text(x - 10, y + dy, label, `text-anchor="end" font-size="12" fill="${COLOURS[m.kind]}"`));
   }
   return out;
 }

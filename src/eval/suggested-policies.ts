@@ -1,11 +1,13 @@
 /**
- * `--write`: the policies file with the suggested thresholds, everything else kept as written
- * (comments, key order, flow or block style), through the `yaml` package's document API.
+ * `--write`: the policies file with the suggested thresholds, everything else kept as written,
+ * byte for byte. The `yaml` document API finds each threshold's scalar and its source range, and
+ * only that range of the text is replaced: `setIn` + `toString` would also keep comments, but
+ * re-renders every flow collection (`[a, b]` becomes `[ a, b ]`), touching lines nobody changed.
  *
  * Only thresholds the policy already sets are changed: a policy with `review` alone was written
  * never to block automatically, and a suggestion must not quietly change that.
  */
-import { isMap, isSeq, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, parseDocument } from "yaml";
 import { parsePolicies } from "../policies/index.js";
 import { ClipguardError } from "../shared/errors.js";
 import type { PolicyEvaluation } from "./policy-evaluation.js";
@@ -37,6 +39,7 @@ export interface SuggestedPolicies {
  */
 export function applySuggestions(text: string, fileName: string, evaluations: readonly PolicyEvaluation[]): SuggestedPolicies {
   const doc = parseDocument(text);
+  const edits: { start: number; end: number; value: string }[] = [];
   const policies = doc.get("policies");
   const changes: ThresholdChange[] = [];
   const skipped: ThresholdSkip[] = [];
@@ -54,7 +57,7 @@ export function applySuggestions(text: string, fileName: string, evaluations: re
       if (current[kind] === undefined) {
         if (suggestion) skipped.push({ id: evaluation.id, kind, reason: `the policy sets no ${kind} threshold` });
       } else if (suggestion === null) {
-        skipped.push({ id: evaluation.id, kind, reason: "no suggestion (see the report's notes)" });
+        skipped.push({ id: evaluation.id, kind, reason: "no suggestion: see the report's notes" });
       } else {
         next[kind] = suggestion.threshold;
       }
@@ -68,12 +71,18 @@ export function applySuggestions(text: string, fileName: string, evaluations: re
       const from = current[kind];
       const to = next[kind];
       if (from === undefined || to === undefined || from === to) continue;
-      doc.setIn(["policies", index, "thresholds", kind], to);
+      const node = doc.getIn(["policies", index, "thresholds", kind], true);
+      if (!isScalar(node) || node.range === undefined || node.range === null) {
+        throw new ClipguardError("CLIPGUARD_E_INTERNAL", `${fileName}: no source position for ${evaluation.id}.thresholds.${kind}`);
+      }
+      edits.push({ start: node.range[0], end: node.range[1], value: String(to) });
       changes.push({ id: evaluation.id, kind, from, to });
     }
   });
 
-  const out = doc.toString();
+  // from the end, so that earlier offsets stay valid
+  let out = text;
+  for (const edit of edits.sort((a, b) => b.start - a.start)) out = out.slice(0, edit.start) + edit.value + out.slice(edit.end);
   try {
     parsePolicies(out, fileName);
   } catch (err) {
