@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { ERROR_CODES } from "../shared/errors.js";
 
 const STAGE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
@@ -9,7 +10,7 @@ export function createWorkerMetrics() {
   const registers = [registry];
   let depthSource: (() => Promise<Record<string, number>>) | undefined;
   let oldestSource: (() => Promise<number | undefined>) | undefined;
-  return {
+  const metrics = {
     /** Where `clipguard_queue_jobs` reads the queue's job counts from at scrape time. */
     setQueueDepthSource(source: () => Promise<Record<string, number>>): void {
       depthSource = source;
@@ -114,6 +115,17 @@ export function createWorkerMetrics() {
       registers,
     }),
   };
+  // Counters with labels only appear at their first event, and rate()/increase() cannot see the
+  // step from "no series" to the first value: start every known series at zero.
+  for (const decision of ["allow", "review", "block", "error"]) metrics.jobsCompleted.inc({ decision }, 0);
+  for (const result of ["hit", "miss"]) {
+    metrics.textCache.inc({ result }, 0);
+    metrics.imageCache.inc({ result }, 0);
+  }
+  for (const result of ["ok", "failed"]) metrics.policyReloads.inc({ result }, 0);
+  for (const stage of ["queue", "fetch", "decode", "inference", "total"]) metrics.stageSeconds.zero({ stage });
+  for (const code of Object.keys(ERROR_CODES)) metrics.failures.inc({ code }, 0);
+  return metrics;
 }
 
 export type WorkerMetrics = ReturnType<typeof createWorkerMetrics>;

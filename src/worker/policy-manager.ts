@@ -41,6 +41,9 @@ export class PolicyManager {
   }
 
   private activate(next: CompiledPolicySet): void {
+    for (const policy of next.policies) {
+      for (const decision of ["allow", "review", "block"]) this.metrics.policyDecisions.inc({ policy: policy.id, decision }, 0);
+    }
     this.metrics.policyVersion.reset();
     this.metrics.policyVersion.set({ version: next.version }, 1);
     this.active = next;

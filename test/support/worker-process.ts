@@ -24,7 +24,10 @@ export async function startWorker(env: Record<string, string>, args: string[] = 
   const logs: Record<string, unknown>[] = [];
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const metricsPort = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker did not become ready; logs: ${JSON.stringify(logs)}`)), 30_000);
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`worker did not become ready; logs: ${JSON.stringify(logs)}`));
+    }, 30_000);
     readline.createInterface({ input: child.stderr! }).on("line", (line) => {
       let entry: Record<string, unknown>;
       try {
