@@ -6,14 +6,9 @@
  * const client = new ModerationClient({ redis: "redis://127.0.0.1:6379" });
  * const verdict = await client.enqueueAndWait("photo.jpg");
  */
-export {
-  ModerationClient,
-  type EnqueueOptions,
-  type ModerationClientOptions,
-  type ModerationJobState,
-  type ModerationJobStatus,
-  type WaitOptions,
-} from "./client/moderation-client.js";
+export { ModerationClient } from "./client/moderation-client.js";
+export type { EnqueueOptions, ModerationClientOptions, WaitOptions } from "./client/client-options.js";
+export type { ModerationJobState, ModerationJobStatus } from "./client/job-status.js";
 export type { ImageInput } from "./client/image-input.js";
 export type { ReadVerdictsOptions, VerdictEntry } from "./client/verdict-stream.js";
 export { JOB_NAME, REF_PREFIX, jobDataSchema, type JobData, type JobImage, type JobTimings, type JobVerdict } from "./shared/job-schema.js";

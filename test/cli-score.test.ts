@@ -45,7 +45,7 @@ describe("clipguard score", () => {
     expect(r!.model).toEqual({ name: "clipguard/demo-colour-clip", fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/) });
   });
 
-  it("scores the bundled example images (the README's main job)", async () => {
+  it("scores the bundled example images", async () => {
     const images = (await fs.readdir("examples/images")).map((f) => path.join("examples/images", f));
     const { status, lines } = clipguard(["score", ...images]);
     expect(status).toBe(0);

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -26,9 +27,17 @@ async function codeOf(promise: Promise<unknown>): Promise<ErrorCode | "resolved"
 
 /** A PNG of random pixels: noise does not compress, so `side` 400 gives ~480 KB, over the ref threshold. */
 async function noisePng(side: number): Promise<Buffer> {
-  const pixels = Buffer.alloc(side * side * 3);
-  for (let i = 0; i < pixels.length; i++) pixels[i] = Math.floor(Math.random() * 256);
-  return sharp(pixels, { raw: { width: side, height: side, channels: 3 } }).png().toBuffer();
+  return sharp(randomBytes(side * side * 3), { raw: { width: side, height: side, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
+}
+
+/** The verdict is published before BullMQ moves the job to completed/failed: poll for the state. */
+async function untilState(client: ModerationClient, jobId: string, state: string): Promise<string | undefined> {
+  let current = (await client.getStatus(jobId))?.state;
+  for (let i = 0; i < 200 && current !== state; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    current = (await client.getStatus(jobId))?.state;
+  }
+  return current;
 }
 
 let redisUrl: string;
@@ -127,30 +136,31 @@ describe("ModerationClient without a worker", () => {
 
   it("refuses bad inputs and options before enqueueing anything", async () => {
     setup({ maxImageBytes: 1000 });
-    const cases: [Promise<unknown>, ErrorCode][] = [
-      [client.enqueue("/definitely/not/here.png"), "CLIPGUARD_E_IMAGE_READ"],
-      [client.enqueue(Buffer.alloc(0)), "CLIPGUARD_E_IMAGE_EMPTY"],
-      [client.enqueue(Buffer.alloc(1001)), "CLIPGUARD_E_IMAGE_TOO_LARGE"],
-      [client.enqueue({ base64: "not base64 at all!" }), "CLIPGUARD_E_BASE64"],
-      [client.enqueue("ftp://example.com/a.png"), "CLIPGUARD_E_URL_REFUSED"],
-      [client.enqueue({ url: "file:///etc/passwd" }), "CLIPGUARD_E_URL_REFUSED"],
-      [client.enqueue(Buffer.from("x"), { policies: ["Not A Policy"] }), "CLIPGUARD_E_JOB_INVALID"],
-      [client.enqueue(Buffer.from("x"), { jobId: "12345" }), "CLIPGUARD_E_JOB_INVALID"],
-      [client.enqueue(Buffer.from("x"), { jobId: "a:b" }), "CLIPGUARD_E_JOB_INVALID"],
-      [client.enqueue(Buffer.from("x"), { priority: 0 }), "CLIPGUARD_E_JOB_INVALID"],
-      [client.enqueue(Buffer.from("x"), { callbackUrl: "javascript:alert(1)" }), "CLIPGUARD_E_URL_REFUSED"],
+    const cases: [() => Promise<unknown>, ErrorCode][] = [
+      [() => client.enqueue("/definitely/not/here.png"), "CLIPGUARD_E_IMAGE_READ"],
+      [() => client.enqueue(Buffer.alloc(0)), "CLIPGUARD_E_IMAGE_EMPTY"],
+      [() => client.enqueue(Buffer.alloc(1001)), "CLIPGUARD_E_IMAGE_TOO_LARGE"],
+      [() => client.enqueue({ base64: "not base64 at all!" }), "CLIPGUARD_E_BASE64"],
+      [() => client.enqueue("ftp://example.com/a.png"), "CLIPGUARD_E_URL_REFUSED"],
+      [() => client.enqueue({ url: "file:///etc/passwd" }), "CLIPGUARD_E_URL_REFUSED"],
+      [() => client.enqueue(Buffer.from("x"), { policies: ["Not A Policy"] }), "CLIPGUARD_E_JOB_INVALID"],
+      [() => client.enqueue(Buffer.from("x"), { jobId: "12345" }), "CLIPGUARD_E_JOB_INVALID"],
+      [() => client.enqueue(Buffer.from("x"), { jobId: "a:b" }), "CLIPGUARD_E_JOB_INVALID"],
+      [() => client.enqueue(Buffer.from("x"), { priority: 0 }), "CLIPGUARD_E_JOB_INVALID"],
+      [() => client.enqueue(Buffer.from("x"), { callbackUrl: "javascript:alert(1)" }), "CLIPGUARD_E_URL_REFUSED"],
     ];
-    for (const [promise, code] of cases) expect(await codeOf(promise)).toBe(code);
+    for (const [enqueue, code] of cases) expect(await codeOf(enqueue())).toBe(code);
     expect(await queue.count()).toBe(0);
   });
 
   it("resubmitting with the same jobId adds one job and stores one ref", async () => {
     setup();
     const bytes = await noisePng(400);
-    const first = await client.enqueue(bytes, { jobId: "order-42" });
-    const again = await Promise.all([client.enqueue(bytes, { jobId: "order-42" }), client.enqueue(bytes, { jobId: "order-42" })]);
-    expect([first, ...again]).toEqual(["order-42", "order-42", "order-42"]);
-    expect(await queue.getJobCounts("waiting")).toEqual({ waiting: 1 });
+    // at the same time (all pass the "exists?" check and race in BullMQ), then once more
+    const ids = await Promise.all([1, 2, 3].map(() => client.enqueue(bytes, { jobId: "order-42" })));
+    ids.push(await client.enqueue(bytes, { jobId: "order-42" }));
+    expect(ids).toEqual(["order-42", "order-42", "order-42", "order-42"]);
+    expect(await queue.count()).toBe(1);
     const refs: string[] = [];
     let cursor = "0";
     do {
@@ -174,21 +184,18 @@ describe("ModerationClient without a worker", () => {
 
   it("builds an error verdict for a job that failed without publishing one", async () => {
     setup();
+    const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
     const worker = new Worker(
       ns,
       async () => {
         throw new UnrecoverableError("CLIPGUARD_E_IMAGE_DECODE: the image is truncated");
       },
-      { connection: new Redis(redisUrl, { maxRetriesPerRequest: null }) },
+      { connection },
     );
     try {
       const jobId = await client.enqueue(await solidPng(RED), { imageId: "broken" });
-      let status = await client.getStatus(jobId);
-      for (let i = 0; i < 100 && status?.state !== "failed"; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        status = await client.getStatus(jobId);
-      }
-      expect(status?.state).toBe("failed");
+      expect(await untilState(client, jobId, "failed")).toBe("failed");
+      const status = await client.getStatus(jobId);
       expect(status?.verdict).toMatchObject({
         jobId,
         imageId: "broken",
@@ -198,6 +205,7 @@ describe("ModerationClient without a worker", () => {
       });
     } finally {
       await worker.close();
+      connection.disconnect();
     }
   });
 
@@ -263,11 +271,15 @@ describe("ModerationClient with a worker", () => {
     const file = path.join(dir, "noise.png");
     await fs.writeFile(file, await noisePng(400));
     const jobId = await client.enqueue(file, { imageId: "big" });
-    const ref = ((await new Queue<JobData>(ns, { connection: redis }).getJob(jobId))?.data.image as { ref?: string }).ref;
+    const queue = new Queue<JobData>(ns, { connection: redis });
+    const ref = ((await queue.getJob(jobId))?.data.image as { ref?: string }).ref;
+    await queue.close();
     expect(ref).toMatch(/^clipguard:ref:/);
     const verdict = await client.waitForVerdict(jobId, { timeoutMs: 30_000 });
     expect(verdict).toMatchObject({ jobId, imageId: "big" });
     expect(["allow", "review", "block"]).toContain(verdict?.decision);
+    // the worker deletes the ref after publishing (and after the webhook, if any): once the job completes
+    expect(await untilState(client, jobId, "completed")).toBe("completed");
     expect(await redis.exists(ref as string)).toBe(0);
     await fs.rm(dir, { recursive: true });
   });
@@ -275,7 +287,8 @@ describe("ModerationClient with a worker", () => {
   it("returns the error verdict of a job that failed as unrecoverable", async () => {
     const verdict = await client.enqueueAndWait(Buffer.from("this is not an image"), { imageId: "junk" }, { timeoutMs: 30_000 });
     expect(verdict).toMatchObject({ imageId: "junk", decision: "error", error: { code: "CLIPGUARD_E_IMAGE_FORMAT" } });
-    expect(await client.getStatus(verdict.jobId)).toMatchObject({ state: "failed", verdict: { decision: "error" } });
+    expect(await untilState(client, verdict.jobId, "failed")).toBe("failed");
+    expect(await client.getStatus(verdict.jobId)).toMatchObject({ state: "failed", verdict });
   });
 
   it("resubmission with the same jobId gives one job and one verdict", async () => {

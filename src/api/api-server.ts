@@ -4,7 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Redis } from "ioredis";
 import { clientOptionsFromConfig } from "../client/client-config.js";
 import { ModerationClient } from "../client/moderation-client.js";
-import { disconnectSettled } from "../client/redis-ready.js";
+import { disconnectSettled, whenReady } from "../client/redis-ready.js";
 import type { Config } from "../shared/config.js";
 import { ClipguardError } from "../shared/errors.js";
 import type { Logger } from "../shared/logger.js";
@@ -13,6 +13,7 @@ import { ApiKeyring, authHook } from "./api-auth.js";
 import { errorHandler } from "./api-errors.js";
 import { registerModerationRoutes } from "./moderation-routes.js";
 import { openApiDocument } from "./openapi.js";
+import { registerRescoreRoute } from "./rescore-route.js";
 
 export interface ApiServerOptions {
   logger: Logger;
@@ -55,13 +56,15 @@ export async function buildApiServer(config: Config, options: ApiServerOptions):
     lastRedisError = "";
   });
   const client = new ModerationClient({ ...clientOptionsFromConfig(config, redis), onRedisError, connectTimeoutMs: 2_000 });
+  // connect before serving, so the first requests are counted by the rate limiter too; a Redis
+  // that is down does not stop the start (/readyz reports it, /v1 answers 503 until it is back)
+  await whenReady(redis, 5_000).catch((err: unknown) => log.warn({ err }, "redis is not reachable yet; starting anyway"));
 
   const appLogger: FastifyBaseLogger = options.logger;
   const app = Fastify({
     loggerInstance: appLogger,
     // base64 inflates by 4/3; uploads are limited per file by the multipart plugin instead
     bodyLimit: Math.ceil((maxImageBytes * 4) / 3) + JSON_OVERHEAD_BYTES,
-    disableRequestLogging: false,
     return503OnClosing: true,
   });
   app.decorateRequest("clientKey", "");
@@ -100,5 +103,6 @@ export async function buildApiServer(config: Config, options: ApiServerOptions):
   });
   app.get("/openapi.json", open, async () => openapi);
   registerModerationRoutes(app, { client, maxImageBytes, waitMs: config.CLIPGUARD_API_WAIT_MS });
+  registerRescoreRoute(app, { config, redis });
   return app;
 }

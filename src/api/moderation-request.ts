@@ -2,7 +2,7 @@ import type { Multipart } from "@fastify/multipart";
 import type { FastifyRequest } from "fastify";
 import { z } from "zod";
 import { isHttpUrl, type ImageInput } from "../client/image-input.js";
-import type { EnqueueOptions } from "../client/moderation-client.js";
+import type { EnqueueOptions } from "../client/client-options.js";
 import { ClipguardError } from "../shared/errors.js";
 import { jobDataSchema } from "../shared/job-schema.js";
 

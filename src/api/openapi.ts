@@ -158,6 +158,44 @@ export function openApiDocument(options: { maxImageBytes: number; waitMs: number
           },
         },
       },
+      "/v1/rescore": {
+        post: {
+          operationId: "rescore",
+          summary: "Re-judge a window of past verdicts against the current policies, without the image tower",
+          requestBody: {
+            required: true,
+            content: {
+              "application/json": {
+                schema: {
+                  type: "object",
+                  additionalProperties: false,
+                  description: "exactly one of since and from",
+                  properties: {
+                    since: { type: "string", description: "re-judge the verdicts of the last DURATION: 90s, 15m, 2h, 7d" },
+                    from: { type: "string", description: "re-judge the verdicts after this verdict stream id (0: the whole stream)" },
+                  },
+                },
+              },
+            },
+          },
+          responses: {
+            "200": {
+              description: "counts of the run; changed verdicts are published to CLIPGUARD_RESCORE_STREAM",
+              content: {
+                "application/json": {
+                  schema: {
+                    type: "object",
+                    required: ["seen", "changed", "skipped"],
+                    properties: { seen: { type: "integer" }, changed: { type: "integer" }, skipped: { type: "integer" } },
+                  },
+                },
+              },
+            },
+            "400": errorResponse("invalid window (CLIPGUARD_E_JOB_INVALID)"),
+            ...withAuthErrors,
+          },
+        },
+      },
       "/healthz": {
         get: {
           operationId: "health",

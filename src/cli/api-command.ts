@@ -4,7 +4,8 @@ import { buildApiServer } from "../api/api-server.js";
 import { loadConfig } from "../shared/config.js";
 import { ClipguardError } from "../shared/errors.js";
 import { createLogger } from "../shared/logger.js";
-import { EXIT, reportFatal } from "./cli-errors.js";
+import { reportFatal } from "./cli-errors.js";
+import { stopOnSignal } from "./stop-on-signal.js";
 
 /**
  * `clipguard api`: serve the HTTP API on CLIPGUARD_API_HOST:CLIPGUARD_API_PORT until SIGTERM/SIGINT,
@@ -20,11 +21,13 @@ async function runApi(): Promise<void> {
     return;
   }
   const logger = createLogger(config.CLIPGUARD_LOG_LEVEL);
-  let app: FastifyInstance;
+  let app: FastifyInstance | undefined;
   try {
     app = await buildApiServer(config, { logger });
     await app.listen({ host: config.CLIPGUARD_API_HOST, port: config.CLIPGUARD_API_PORT });
   } catch (err) {
+    // close the Redis connection too, or the process would stay alive reconnecting
+    await app?.close().catch(() => {});
     logger.flush();
     const code = (err as NodeJS.ErrnoException).code;
     process.exitCode = reportFatal(
@@ -34,31 +37,13 @@ async function runApi(): Promise<void> {
     );
     return;
   }
-  const address = app.server.address();
+  const server = app;
+  const address = server.server.address();
   const port = typeof address === "object" && address !== null ? address.port : config.CLIPGUARD_API_PORT;
   if (config.CLIPGUARD_API_AUTH === "off") logger.warn("authentication is off (CLIPGUARD_API_AUTH=off): anyone who reaches the port can enqueue jobs");
   logger.info({ host: config.CLIPGUARD_API_HOST, port, queue: config.CLIPGUARD_QUEUE, keyCount: config.CLIPGUARD_API_KEYS.length }, "api ready");
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    app
-      .close()
-      .then(() => {
-        logger.info("stopped");
-        logger.flush();
-        process.exit(EXIT.ok);
-      })
-      .catch((err: unknown) => {
-        logger.error({ err }, "shutdown failed");
-        logger.flush();
-        process.exit(EXIT.itemErrors);
-      });
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignal(logger, () => server.close());
 }
 
 export function registerApiCommand(program: Command): void {

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from "commander";
 import { clientOptionsFromConfig } from "../client/client-config.js";
-import { ModerationClient, type EnqueueOptions } from "../client/moderation-client.js";
+import type { EnqueueOptions } from "../client/client-options.js";
+import { ModerationClient } from "../client/moderation-client.js";
 import { loadConfig } from "../shared/config.js";
 import { ClipguardError, isClipguardError } from "../shared/errors.js";
 import type { JobVerdict } from "../shared/job-schema.js";
@@ -43,18 +44,19 @@ function itemError(input: string, err: unknown): void {
  * wait timed out, 2 when nothing could run (config, usage, Redis unreachable).
  */
 async function enqueue(inputs: string[], flags: EnqueueFlags): Promise<number> {
-  let client: ModerationClient;
+  let client: ModerationClient | undefined;
   try {
     if (flags.imageId !== undefined && inputs.length !== 1) {
       throw new ClipguardError("CLIPGUARD_E_CONFIG", "--image-id names one image; give exactly one input with it");
     }
     if (flags.timeout !== undefined && flags.wait !== true) throw new ClipguardError("CLIPGUARD_E_CONFIG", "--timeout needs --wait");
-    const config = loadConfig();
-    client = new ModerationClient(clientOptionsFromConfig(config));
+    client = new ModerationClient(clientOptionsFromConfig(loadConfig()));
     await client.ping();
   } catch (err) {
+    await client?.close();
     return reportFatal(err);
   }
+  const moderation = client;
   const options: EnqueueOptions = {
     ...(flags.imageId !== undefined ? { imageId: flags.imageId } : {}),
     ...(flags.policies !== undefined ? { policies: flags.policies } : {}),
@@ -65,7 +67,7 @@ async function enqueue(inputs: string[], flags: EnqueueFlags): Promise<number> {
     for (const input of inputs) {
       let jobId: string;
       try {
-        jobId = await client.enqueue(input, options);
+        jobId = await moderation.enqueue(input, options);
       } catch (err) {
         // Redis going away mid-run stops everything; a bad input only skips that input
         if (isClipguardError(err) && err.code === "CLIPGUARD_E_REDIS") throw err;
@@ -81,7 +83,7 @@ async function enqueue(inputs: string[], flags: EnqueueFlags): Promise<number> {
       const deadline = Date.now() + timeoutMs;
       await Promise.all(
         jobs.map(async ({ input, jobId }) => {
-          const verdict = await client.waitForVerdict(jobId, { timeoutMs: Math.max(0, deadline - Date.now()) });
+          const verdict = await moderation.waitForVerdict(jobId, { timeoutMs: Math.max(0, deadline - Date.now()) });
           if (verdict === undefined) {
             errors++;
             const error = { code: "CLIPGUARD_E_WAIT_TIMEOUT", message: `no verdict within ${timeoutMs / 1000} s; the job is still queued or running` };
@@ -95,10 +97,10 @@ async function enqueue(inputs: string[], flags: EnqueueFlags): Promise<number> {
       );
     }
   } catch (err) {
-    await client.close();
+    await moderation.close();
     return reportFatal(err);
   }
-  await client.close();
+  await moderation.close();
   return errors > 0 ? EXIT.itemErrors : EXIT.ok;
 }
 

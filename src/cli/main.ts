@@ -2,10 +2,12 @@
 import { Command, CommanderError } from "commander";
 import { registerApiCommand } from "./api-command.js";
 import { EXIT, reportFatal } from "./cli-errors.js";
+import { registerDemoCommand } from "./demo-command.js";
 import { registerEnqueueCommand } from "./enqueue-command.js";
 import { registerModelCommand } from "./model-command.js";
 import { registerEvalCommand } from "./eval-command.js";
 import { registerPoliciesCommand } from "./policies-command.js";
+import { registerRescoreCommand } from "./rescore-command.js";
 import { registerScoreCommand } from "./score-command.js";
 import { registerVerdictsCommand } from "./verdicts-command.js";
 import { registerWorkerCommand } from "./worker-command.js";
@@ -25,6 +27,8 @@ registerEnqueueCommand(program);
 registerVerdictsCommand(program);
 registerApiCommand(program);
 registerModelCommand(program);
+registerRescoreCommand(program);
+registerDemoCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { ClipModel } from "../clip/clip-model.js";
 import { compilePolicies, loadPolicyFile } from "../policies/index.js";
 import { ImageModerator } from "../policies/image-moderator.js";
+import { imageSamplingFromConfig } from "../policies/image-sampling.js";
 import { loadConfig } from "../shared/config.js";
 import { EXIT, reportFatal } from "./cli-errors.js";
 import { addModelFlags, resolveModelFlags, type ModelFlags } from "./model-options.js";
@@ -22,7 +23,7 @@ async function score(images: string[], flags: ModelFlags): Promise<number> {
     model = await ClipModel.load(modelDir, { variant, intraOpThreads: config.CLIPGUARD_ORT_THREADS });
     const compiled = await compilePolicies(policySet, model);
     maxBytes = config.CLIPGUARD_MAX_IMAGE_BYTES;
-    moderator = new ImageModerator(model, () => compiled, { maxBytes, maxPixels: config.CLIPGUARD_MAX_PIXELS });
+    moderator = new ImageModerator(model, () => compiled, { maxBytes, maxPixels: config.CLIPGUARD_MAX_PIXELS }, undefined, imageSamplingFromConfig(config));
   } catch (err) {
     return reportFatal(err);
   }

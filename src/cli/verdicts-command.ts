@@ -21,16 +21,18 @@ const PAGE = 500;
  * exit status. Exit 2 when Redis is unreachable or `--from` is not a stream id.
  */
 async function printVerdicts(flags: VerdictsFlags): Promise<number> {
-  let client: ModerationClient;
+  let connecting: ModerationClient | undefined;
   try {
     if (!STREAM_ID.test(flags.from)) {
       throw new ClipguardError("CLIPGUARD_E_CONFIG", `--from "${flags.from}" is not a stream id (<ms>-<seq>, <ms>, 0, or $ for new entries only)`);
     }
-    client = new ModerationClient(clientOptionsFromConfig(loadConfig()));
-    await client.ping();
+    connecting = new ModerationClient(clientOptionsFromConfig(loadConfig()));
+    await connecting.ping();
   } catch (err) {
+    await connecting?.close();
     return reportFatal(err);
   }
+  const client = connecting;
   let stopping = false;
   const stop = () => {
     stopping = true;

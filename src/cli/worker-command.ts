@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import { loadConfig } from "../shared/config.js";
 import { createLogger } from "../shared/logger.js";
 import { startModerationWorker } from "../worker/moderation-worker.js";
-import { EXIT, reportFatal } from "./cli-errors.js";
+import { reportFatal } from "./cli-errors.js";
+import { stopOnSignal } from "./stop-on-signal.js";
 import { addModelFlags, resolveModelFlags, type ModelFlags } from "./model-options.js";
 
 /** `clipguard worker`: consume the queue until SIGTERM/SIGINT, then shut down gracefully and exit 0. */
@@ -23,26 +24,7 @@ async function runWorker(flags: ModelFlags): Promise<void> {
     process.exitCode = reportFatal(err);
     return;
   }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "shutting down");
-    worker
-      .shutdown()
-      .then(() => {
-        logger.info("stopped");
-        logger.flush();
-        process.exit(EXIT.ok);
-      })
-      .catch((err: unknown) => {
-        logger.error({ err }, "shutdown failed");
-        logger.flush();
-        process.exit(EXIT.itemErrors);
-      });
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  stopOnSignal(logger, () => worker.shutdown());
 }
 
 export function registerWorkerCommand(program: Command): void {

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Config } from "../shared/config.js";
-import type { ModerationClientOptions } from "./moderation-client.js";
+import type { ModerationClientOptions } from "./client-options.js";
 
 /** Client options matching the workers' environment (queue, prefix, stream, limits, job retention). */
 export function clientOptionsFromConfig(config: Config, redis: string | Redis = config.REDIS_URL): ModerationClientOptions {

@@ -1,80 +1,18 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { Queue, type JobsOptions } from "bullmq";
 import { Redis } from "ioredis";
-import { ClipguardError, ERROR_CODES, isClipguardError, type ErrorCode } from "../shared/errors.js";
+import { ClipguardError, isClipguardError } from "../shared/errors.js";
 import { JOB_NAME, REF_PREFIX, jobDataSchema, type JobData, type JobImage, type JobVerdict } from "../shared/job-schema.js";
 import { createProducerConnection } from "../shared/redis.js";
 import { describeImage, isHttpUrl, resolveImage, type ImageInput } from "./image-input.js";
+import type { EnqueueOptions, ModerationClientOptions, WaitOptions } from "./client-options.js";
+import { readJobStatus, type ModerationJobStatus } from "./job-status.js";
 import { disconnectSettled, redisError, whenReady } from "./redis-ready.js";
-import { findPublishedVerdict, lastEntryId, publishedMarkerKey, readVerdictEntries, STREAM_ID, type ReadVerdictsOptions, type VerdictEntry } from "./verdict-stream.js";
+import { lastEntryId, publishedMarkerKey, readVerdictEntries, STREAM_ID, type ReadVerdictsOptions, type VerdictEntry } from "./verdict-stream.js";
 import { VerdictWatcher } from "./verdict-watcher.js";
-
-export interface ModerationClientOptions {
-  /** A Redis URL, or an ioredis instance the caller owns (`close()` leaves it open). */
-  redis: string | Redis;
-  /** The queue the workers consume (CLIPGUARD_QUEUE). @default "moderation" */
-  queue?: string;
-  /** BullMQ key prefix (CLIPGUARD_PREFIX). @default "bull" */
-  prefix?: string;
-  /** The stream the workers publish verdicts to (CLIPGUARD_VERDICT_STREAM). @default "clipguard:verdicts" */
-  verdictStream?: string;
-  /** Byte inputs larger than this are stored under a `clipguard:ref:` key instead of in the job. @default 262144 (256 KiB) */
-  refThresholdBytes?: number;
-  /** Lifetime of a ref key; it must outlast the job's time in the queue (CLIPGUARD_REF_TTL_S). @default 3600 */
-  refTtlSeconds?: number;
-  /** Largest image accepted (CLIPGUARD_MAX_IMAGE_BYTES); larger ones are refused before enqueueing. @default 20971520 */
-  maxImageBytes?: number;
-  /** Attempts per job, with exponential backoff between them (CLIPGUARD_JOB_ATTEMPTS). @default 5 */
-  attempts?: number;
-  /** First backoff delay; doubles with each attempt. @default 1000 */
-  backoffDelayMs?: number;
-  /** Finished jobs kept for `getVerdict` (CLIPGUARD_KEEP_COMPLETED / CLIPGUARD_KEEP_FAILED). @default 1000 / 5000 */
-  keepCompleted?: number;
-  keepFailed?: number;
-  /** Finished jobs older than this are removed as well. @default 604800 (7 days) */
-  keepSeconds?: number;
-  /** How long an operation waits for a Redis connection that is being made. @default 5000 */
-  connectTimeoutMs?: number;
-  /** Called with Redis connection errors (the client keeps reconnecting). @default ignore */
-  onRedisError?: (err: unknown) => void;
-}
-
-export interface EnqueueOptions {
-  /** The caller's id for the image, echoed in the verdict. */
-  imageId?: string;
-  /** Policy ids to judge against. @default every loaded policy */
-  policies?: string[];
-  /** Where the worker POSTs the signed verdict (needs CLIPGUARD_WEBHOOK_SECRET on the worker). */
-  callbackUrl?: string;
-  /** Any JSON object, echoed in the verdict. */
-  metadata?: Record<string, unknown>;
-  /**
-   * Job id for idempotent resubmission: enqueueing again with the same id while the job or its
-   * verdict exists adds nothing and returns the same id. `[A-Za-z0-9_.-]`, not all digits.
-   * @default a random UUID
-   */
-  jobId?: string;
-  /** BullMQ priority, 1 (first) to 2097151; jobs without one go before prioritized jobs. */
-  priority?: number;
-}
-
-export interface WaitOptions {
-  /** @default 30000 */
-  timeoutMs?: number;
-}
-
-/** BullMQ job states a moderation job can be in. */
-export type ModerationJobState = "waiting" | "prioritized" | "delayed" | "active" | "waiting-children" | "completed" | "failed";
-
-export interface ModerationJobStatus {
-  state: ModerationJobState;
-  /** The verdict once published (it can be published while the job is still `active` sending its webhook). */
-  verdict: JobVerdict | undefined;
-}
 
 const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 const MAX_PRIORITY = 2_097_151;
-const UNRECOVERABLE_REASON = /^(CLIPGUARD_E_[A-Z0-9_]+): ([\s\S]*)$/;
 
 function invalid(message: string): ClipguardError {
   return new ClipguardError("CLIPGUARD_E_JOB_INVALID", message);
@@ -258,37 +196,7 @@ export class ModerationClient {
   /** State and verdict of a job; undefined when neither the job nor its verdict exists. */
   async getStatus(jobId: string): Promise<ModerationJobStatus | undefined> {
     const queue = await this.jobQueue();
-    return this.redisCall(async () => {
-      const published = await findPublishedVerdict(this.redis, this.verdictStream, jobId);
-      const job = await queue.getJob(jobId);
-      const state = job === undefined ? "unknown" : await job.getState();
-      if (job === undefined || state === "unknown") {
-        if (published === undefined) return undefined;
-        // the job was removed (removeOnComplete/-Fail) but its verdict is still in the stream
-        return { state: published.decision === "error" ? "failed" : "completed", verdict: published };
-      }
-      if (published !== undefined) return { state, verdict: published };
-      if (state === "completed") return { state, verdict: job.returnvalue ?? undefined };
-      if (state === "failed") {
-        const match = UNRECOVERABLE_REASON.exec(job.failedReason ?? "");
-        const code: ErrorCode = match?.[1] !== undefined && match[1] in ERROR_CODES ? (match[1] as ErrorCode) : "CLIPGUARD_E_INTERNAL";
-        const message = match?.[2] ?? job.failedReason ?? "the job failed";
-        const verdict: JobVerdict = {
-          jobId,
-          ...(job.data.imageId !== undefined ? { imageId: job.data.imageId } : {}),
-          decision: "error",
-          policies: [],
-          model: { name: "", fingerprint: "" },
-          policyVersion: "",
-          error: { code, message },
-          ...(job.data.metadata !== undefined ? { metadata: job.data.metadata } : {}),
-          timings: { queuedMs: 0, fetchMs: 0, decodeMs: 0, inferenceMs: 0, totalMs: 0 },
-          createdAt: new Date(job.finishedOn ?? Date.now()).toISOString(),
-        };
-        return { state, verdict };
-      }
-      return { state, verdict: undefined };
-    });
+    return this.redisCall(() => readJobStatus(queue, this.redis, this.verdictStream, jobId));
   }
 
   /**

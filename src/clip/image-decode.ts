@@ -28,10 +28,11 @@ export const DEFAULT_DECODE_LIMITS: Readonly<DecodeLimits> = Object.freeze({
 });
 
 /**
- * Animated and multi-page images (GIF, WebP, TIFF, AVIF sequences): only the first frame is ever
- * decoded, but the loaders still walk the file to count frames, so the header's
- * `pages × width × height` may be at most this many times `maxPixels`. With the defaults that is
- * 400 megapixels: e.g. 400 frames of 1000×1000, or ~3000 frames of 480×270.
+ * Animated and multi-page images (GIF, WebP, TIFF, AVIF sequences): the whole animation, i.e. the
+ * header's `pages × width × height`, may be at most this many times `maxPixels`. Up to
+ * CLIPGUARD_FRAMES_MAX frames are decoded, but the loaders walk the file to count frames and
+ * render a frame from the ones before it. With the defaults that is 400 megapixels: e.g. 400
+ * frames of 1000×1000, or ~3000 frames of 480×270.
  */
 export const MULTI_PAGE_PIXEL_FACTOR = 10;
 
@@ -56,18 +57,19 @@ export interface ImageInfo {
  *   stricter default, "warning", also refuses files that decode fine elsewhere (e.g. JPEGs with
  *   extraneous bytes before a marker, which libjpeg only warns about).
  * - `limitInputPixels`: sharp's own check of width × height, a second line behind {@link inspectImage}.
- * - `pages: 1, page: 0`: the first frame of an animated or multi-page image only.
+ * - `pages: 1, page`: one frame of an animated or multi-page image (the first unless `page` says
+ *   otherwise); the loaders render a frame whole, with the frames before it that it builds on.
  * - `autoOrient`: EXIF orientation applied, as transformers' `load_image` does (`exif_transpose`).
  * - `ignoreIcc`: pixel values are taken as they are, like PIL's `convert("RGB")`, which ignores
  *   embedded ICC profiles. CMYK is still converted with libvips's built-in CMYK profile.
  * Call {@link inspectImage} first: this does not check the format allowlist.
  */
-export function openImage(bytes: Uint8Array, limits: DecodeLimits): Sharp {
-  return sharpInput(bytes, limits.maxPixels);
+export function openImage(bytes: Uint8Array, limits: DecodeLimits, page = 0): Sharp {
+  return sharpInput(bytes, limits.maxPixels, page);
 }
 
-function sharpInput(bytes: Uint8Array, limitInputPixels: number | false): Sharp {
-  return sharp(bytes, { failOn: "error", limitInputPixels, pages: 1, page: 0, autoOrient: true, ignoreIcc: true });
+function sharpInput(bytes: Uint8Array, limitInputPixels: number | false, page = 0): Sharp {
+  return sharp(bytes, { failOn: "error", limitInputPixels, pages: 1, page, autoOrient: true, ignoreIcc: true });
 }
 
 /** The sharp/libvips format name and HEIF compression that match an allowed format. */

@@ -1,5 +1,4 @@
 import sharp, { type Sharp } from "sharp";
-import { z } from "zod";
 import { ClipguardError } from "../shared/errors.js";
 import { DEFAULT_DECODE_LIMITS, decodeError, inspectImage, openImage, type DecodeLimits, type ImageInfo } from "./image-decode.js";
 import type { ImageFormat } from "./image-format.js";
@@ -10,13 +9,16 @@ import {
   resizeBicubicRegion,
   resizeOutputSize,
   type CropPlan,
+  type Region,
   type Size,
 } from "./preprocess-math.js";
 import type { PreprocessConfig } from "./types.js";
 
+export { parsePreprocessorConfig } from "./preprocessor-config.js";
+
 /**
  * Image bytes → the CLIP image tower's input, matching Hugging Face's CLIPImageProcessor:
- * EXIF orientation, first frame, RGB (alpha dropped, not composited), bicubic resize of the
+ * EXIF orientation, first frame (or the frame asked for), RGB (alpha dropped, not composited), bicubic resize of the
  * shortest edge, center crop (zero padding when too small), rescale, normalize, CHW float32.
  *
  * One sharp pipeline decodes, resizes and cuts out the crop region as raw 8-bit RGB; the
@@ -73,30 +75,122 @@ export async function preprocessImage(
   options: PreprocessOptions = {},
 ): Promise<PreprocessedImage> {
   const info = await inspectImage(bytes, limits);
-  const resized = config.doResize ? resizeOutputSize(info.width, info.height, config.shortestEdge) : { width: info.width, height: info.height };
+  return preprocessFrame(bytes, info, config, limits, options, 0);
+}
+
+/** The resize target and crop plan of an image of `width`×`height`, refusing sizes over the pixel limit. */
+function resizePlan(width: number, height: number, config: PreprocessConfig, limits: DecodeLimits): { resized: Size; plan: CropPlan } {
+  const resized = config.doResize ? resizeOutputSize(width, height, config.shortestEdge) : { width, height };
   if (resized.width * resized.height > limits.maxPixels) {
     throw new ClipguardError(
       "CLIPGUARD_E_IMAGE_PIXELS",
-      `resizing the ${info.width}x${info.height} image to a shortest edge of ${config.shortestEdge} would make it ` +
+      `resizing the ${width}x${height} image to a shortest edge of ${config.shortestEdge} would make it ` +
         `${resized.width}x${resized.height}, over the limit of ${limits.maxPixels} pixels (CLIPGUARD_MAX_PIXELS)`,
     );
   }
   const plan = config.doCenterCrop
     ? centerCropPlan(resized.width, resized.height, config.cropWidth, config.cropHeight)
     : identityCropPlan(resized.width, resized.height);
-  const fast =
-    options.fastShrinkOnLoad === true &&
-    info.format === "jpeg" &&
-    !info.hasAlpha &&
-    Math.min(info.width, info.height) >= 2 * Math.min(resized.width, resized.height);
-  const region = await decodeCropRegion(bytes, info, resized, plan, limits, fast);
-  const pixels = hwcToNormalizedChw(region, plan.copyWidth, plan.copyHeight, { ...plan, srcLeft: 0, srcTop: 0 }, {
+  return { resized, plan };
+}
+
+function normalizeRegion(region: Uint8Array, plan: CropPlan, config: PreprocessConfig): Float32Array {
+  return hwcToNormalizedChw(region, plan.copyWidth, plan.copyHeight, { ...plan, srcLeft: 0, srcTop: 0 }, {
     rescaleFactor: config.rescaleFactor,
     doNormalize: config.doNormalize,
     mean: config.imageMean,
     std: config.imageStd,
   });
+}
+
+/**
+ * Frame `page` of an image already checked by {@link inspectImage}, preprocessed as a whole
+ * image. Frame 0 is what {@link preprocessImage} returns.
+ *
+ * @throws ClipguardError CLIPGUARD_E_IMAGE_PIXELS or _DECODE, as {@link preprocessImage}
+ */
+export async function preprocessFrame(
+  bytes: Uint8Array,
+  info: ImageInfo,
+  config: PreprocessConfig,
+  limits: DecodeLimits,
+  options: PreprocessOptions,
+  page: number,
+): Promise<PreprocessedImage> {
+  const { resized, plan } = resizePlan(info.width, info.height, config, limits);
+  const fast =
+    options.fastShrinkOnLoad === true &&
+    info.format === "jpeg" &&
+    !info.hasAlpha &&
+    Math.min(info.width, info.height) >= 2 * Math.min(resized.width, resized.height);
+  const region = await decodeCropRegion(bytes, info, resized, plan, limits, fast, page);
+  const pixels = normalizeRegion(region, plan, config);
   return { pixels, width: info.width, height: info.height, format: info.format, outputWidth: plan.outWidth, outputHeight: plan.outHeight };
+}
+
+/**
+ * `region` of a packed RGB frame (`width`×`height`, from {@link decodeFrameRgb}) preprocessed as
+ * if it were a whole image of the region's size: resize of the shortest edge, center crop,
+ * normalization. The same pixels saved as a PNG and passed to {@link preprocessImage} give the
+ * same values.
+ *
+ * @throws ClipguardError CLIPGUARD_E_IMAGE_PIXELS when the resize would pass the pixel limit
+ */
+export async function preprocessRgbRegion(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  region: Region,
+  config: PreprocessConfig,
+  limits: DecodeLimits,
+): Promise<Float32Array> {
+  const tile = cutRgb(rgb, width, height, region);
+  const { resized, plan } = resizePlan(region.width, region.height, config, limits);
+  const crop = { left: plan.srcLeft, top: plan.srcTop, width: plan.copyWidth, height: plan.copyHeight };
+  let pixels: Uint8Array;
+  if (resized.width > region.width || resized.height > region.height) {
+    pixels = resizeBicubicRegion(tile, region.width, region.height, resized.width, resized.height, crop);
+  } else {
+    let image = sharp(tile, { raw: { width: region.width, height: region.height, channels: 3 } });
+    if (resized.width !== region.width || resized.height !== region.height) {
+      image = image.resize(resized.width, resized.height, { kernel: "cubic", fit: "fill" });
+    }
+    if (crop.width !== resized.width || crop.height !== resized.height) image = image.extract(crop);
+    try {
+      pixels = await toRgb(image, crop.width, crop.height);
+    } catch (err) {
+      throw decodeError(err, "the image tile could not be resized");
+    }
+  }
+  return normalizeRegion(pixels, plan, config);
+}
+
+/** A rectangle of packed RGB, copied out row by row. */
+function cutRgb(rgb: Uint8Array, width: number, height: number, region: Region): Uint8Array {
+  if (region.left < 0 || region.top < 0 || region.left + region.width > width || region.top + region.height > height) {
+    throw new RangeError(`region ${region.width}x${region.height}+${region.left}+${region.top} is outside the ${width}x${height} image`);
+  }
+  if (region.width === width && region.height === height) return rgb;
+  const out = new Uint8Array(region.width * region.height * 3);
+  const rowBytes = region.width * 3;
+  for (let y = 0; y < region.height; y++) {
+    const from = ((region.top + y) * width + region.left) * 3;
+    out.set(rgb.subarray(from, from + rowBytes), y * rowBytes);
+  }
+  return out;
+}
+
+/**
+ * Frame `page` as packed 8-bit RGB at full size, EXIF-oriented, alpha dropped: what tiles are cut from.
+ *
+ * @throws ClipguardError CLIPGUARD_E_IMAGE_DECODE
+ */
+export async function decodeFrameRgb(bytes: Uint8Array, info: ImageInfo, limits: DecodeLimits, page: number): Promise<Uint8Array> {
+  try {
+    return await decodeRgb(bytes, info, limits, page);
+  } catch (err) {
+    throw decodeError(err, "the image could not be decoded");
+  }
 }
 
 /**
@@ -116,11 +210,12 @@ async function decodeCropRegion(
   plan: CropPlan,
   limits: DecodeLimits,
   fastShrinkOnLoad: boolean,
+  page: number,
 ): Promise<Uint8Array> {
   const region = { left: plan.srcLeft, top: plan.srcTop, width: plan.copyWidth, height: plan.copyHeight };
   try {
     if (resized.width > info.width || resized.height > info.height) {
-      const full = await decodeRgb(bytes, info, limits);
+      const full = await decodeRgb(bytes, info, limits, page);
       return resizeBicubicRegion(full, info.width, info.height, resized.width, resized.height, region);
     }
     let image: Sharp;
@@ -128,11 +223,11 @@ async function decodeCropRegion(
       // sharp premultiplies by alpha around a resize and drops alpha only at the end of its
       // pipeline, which would darken (or zero) colours under transparent pixels. PIL drops the
       // alpha channel first, so decode without it at full size, then resize in a second pipeline.
-      const full = await decodeRgb(bytes, info, limits);
+      const full = await decodeRgb(bytes, info, limits, page);
       image = sharp(full, { raw: { width: info.width, height: info.height, channels: 3 } });
     } else {
       // without pipelineColourspace, libjpeg may decode at reduced scale; sRGB comes at the end
-      image = fastShrinkOnLoad ? openImage(bytes, limits) : srgbPipeline(bytes, limits);
+      image = fastShrinkOnLoad ? openImage(bytes, limits, page) : srgbPipeline(bytes, limits, page);
     }
     if (resized.width !== info.width || resized.height !== info.height) {
       image = image.resize(resized.width, resized.height, { kernel: "cubic", fit: "fill", fastShrinkOnLoad });
@@ -145,18 +240,18 @@ async function decodeCropRegion(
 }
 
 /**
- * The first frame, EXIF-oriented, as 8-bit sRGB. `pipelineColourspace("srgb")` converts grey,
+ * Frame `page` (the first by default), EXIF-oriented, as 8-bit sRGB. `pipelineColourspace("srgb")` converts grey,
  * CMYK and 16-bit input to 8-bit sRGB before any resize, as PIL's convert("RGB") does; it also
  * turns off JPEG shrink-on-load, which would decode at reduced size with libjpeg's DCT scaling
  * instead of resizing bicubically.
  */
-function srgbPipeline(bytes: Uint8Array, limits: DecodeLimits): Sharp {
-  return openImage(bytes, limits).pipelineColourspace("srgb");
+function srgbPipeline(bytes: Uint8Array, limits: DecodeLimits, page = 0): Sharp {
+  return openImage(bytes, limits, page).pipelineColourspace("srgb");
 }
 
-/** The whole first frame as packed RGB, alpha dropped (not composited) as PIL's convert("RGB") does. */
-function decodeRgb(bytes: Uint8Array, info: ImageInfo, limits: DecodeLimits): Promise<Uint8Array> {
-  return toRgb(srgbPipeline(bytes, limits), info.width, info.height);
+/** One whole frame as packed RGB, alpha dropped (not composited) as PIL's convert("RGB") does. */
+function decodeRgb(bytes: Uint8Array, info: ImageInfo, limits: DecodeLimits, page = 0): Promise<Uint8Array> {
+  return toRgb(srgbPipeline(bytes, limits, page), info.width, info.height);
 }
 
 async function toRgb(image: Sharp, width: number, height: number): Promise<Uint8Array> {
@@ -165,90 +260,4 @@ async function toRgb(image: Sharp, width: number, height: number): Promise<Uint8
     throw new ClipguardError("CLIPGUARD_E_INTERNAL", `sharp returned ${info.width}x${info.height}x${info.channels} where ${width}x${height}x3 was expected`);
   }
   return data;
-}
-
-// ---------------------------------------------------------------------------------------------
-// preprocessor_config.json
-
-/** CLIPImageProcessor's defaults, used for fields a config leaves out. */
-const OPENAI_CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
-const OPENAI_CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
-const PIL_BICUBIC = 3;
-const PIL_FILTERS: Record<number, string> = { 0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming" };
-
-const positiveInt = z.number().int().positive();
-const heightWidth = z.object({ height: positiveInt, width: positiveInt });
-const triple = (item: z.ZodNumber) =>
-  z.union([item, z.tuple([item, item, item])], { error: "expected a number or an array of 3 numbers (R, G, B)" });
-
-/** The fields CLIPImageProcessor reads. Other keys (processor_class, feature_extractor_type, …) are ignored. */
-const preprocessorSchema = z.object({
-  size: z
-    .union([positiveInt, z.object({ shortest_edge: positiveInt }), heightWidth], {
-      error: "expected a positive integer, {shortest_edge} or {height, width}",
-    })
-    .optional(),
-  crop_size: z.union([positiveInt, heightWidth], { error: "expected a positive integer or {height, width}" }).optional(),
-  do_resize: z.boolean().optional(),
-  do_center_crop: z.boolean().optional(),
-  do_rescale: z.boolean().optional(),
-  do_normalize: z.boolean().optional(),
-  rescale_factor: z.number().positive().optional(),
-  image_mean: triple(z.number()).optional(),
-  image_std: triple(z.number().positive()).optional(),
-  resample: z.number().int().optional(),
-});
-
-const modelError = (field: string, message: string) =>
-  new ClipguardError("CLIPGUARD_E_MODEL", `preprocessor_config.json: ${field}: ${message}`);
-
-const asTriple = (v: number | [number, number, number]): [number, number, number] => (typeof v === "number" ? [v, v, v] : [...v]);
-
-/**
- * Validates a Hugging Face `preprocessor_config.json` and normalizes it for CLIP preprocessing.
- * Fields left out take CLIPImageProcessor's defaults (224/224, OpenAI CLIP mean and std).
- *
- * Refused, with CLIPGUARD_E_MODEL naming the field, because clipguard would silently compute
- * something else than the model was trained with:
- * - `size: {height, width}` (resize to a fixed size, ignoring the aspect ratio);
- * - `resample` other than 3 (bicubic), the only filter implemented;
- * - `do_center_crop: false`, which makes the output size depend on the image while the image
- *   tower needs a fixed `crop_size` input.
- * `do_rescale: false` is represented as `rescaleFactor: 1`.
- */
-export function parsePreprocessorConfig(json: unknown): PreprocessConfig {
-  const parsed = preprocessorSchema.safeParse(json);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join(".") : "(root)"}: ${issue.message}`);
-    throw new ClipguardError("CLIPGUARD_E_MODEL", `preprocessor_config.json is invalid: ${lines.join("; ")}`);
-  }
-  const c = parsed.data;
-  let shortestEdge = 224;
-  if (typeof c.size === "number") shortestEdge = c.size;
-  else if (c.size !== undefined) {
-    if (!("shortest_edge" in c.size)) {
-      throw modelError("size", "{height, width} (a resize that ignores the aspect ratio) is not supported; use {shortest_edge}");
-    }
-    shortestEdge = c.size.shortest_edge;
-  }
-  const crop = typeof c.crop_size === "number" ? { height: c.crop_size, width: c.crop_size } : (c.crop_size ?? { height: 224, width: 224 });
-  const resample = c.resample ?? PIL_BICUBIC;
-  if (resample !== PIL_BICUBIC) {
-    throw modelError("resample", `${resample} (${PIL_FILTERS[resample] ?? "unknown"}) is not supported; clipguard resizes with bicubic (3) only`);
-  }
-  const doCenterCrop = c.do_center_crop ?? true;
-  if (!doCenterCrop) {
-    throw modelError("do_center_crop", "false is not supported: the image tower needs a fixed crop_size input");
-  }
-  return {
-    shortestEdge,
-    cropHeight: crop.height,
-    cropWidth: crop.width,
-    doCenterCrop,
-    doResize: c.do_resize ?? true,
-    doNormalize: c.do_normalize ?? true,
-    rescaleFactor: (c.do_rescale ?? true) ? (c.rescale_factor ?? 1 / 255) : 1,
-    imageMean: asTriple(c.image_mean ?? OPENAI_CLIP_MEAN),
-    imageStd: asTriple(c.image_std ?? OPENAI_CLIP_STD),
-  };
 }

@@ -1,11 +1,14 @@
 import { createHash } from "node:crypto";
+import { DEFAULT_SAMPLING, modelInputSize, type SamplingOptions } from "../clip/crop-plan.js";
+import { preprocessCrops } from "../clip/image-crops.js";
 import type { DecodeLimits } from "../clip/image-decode.js";
-import { preprocessImage, type PreprocessOptions } from "../clip/preprocess.js";
+import type { PreprocessOptions } from "../clip/preprocess.js";
 import type { ImageEmbedder, PreprocessConfig } from "../clip/types.js";
 import { ClipguardError, toErrorInfo } from "../shared/errors.js";
 import type { Verdict } from "../shared/verdict.js";
 import type { CompiledPolicySet } from "./compiled-policies.js";
-import type { ImageEmbeddingCache } from "./image-embedding-cache.js";
+import { entryServes, samplingKey, type ImageEmbeddingCache, type StoredEmbeddings } from "./image-embedding-cache.js";
+import { DEFAULT_FRAME_COMBINE, judgeEmbeddings, verdictFields, type FrameCombine } from "./image-judgement.js";
 
 /** The parts of a loaded model the moderator needs. */
 export interface ModeratorModel extends ImageEmbedder {
@@ -20,32 +23,51 @@ export interface ModerateOptions {
   policies?: readonly string[];
 }
 
-/** What judging one image cost, in milliseconds, and whether its embedding came from the cache. */
+/** How animations and large canvases are scored. */
+export interface ImageSamplingSettings {
+  /** @default DEFAULT_SAMPLING (8 frames, tiles past 2× the input size, 9 tiles) */
+  sampling?: SamplingOptions;
+  /** @default max */
+  combine?: FrameCombine;
+}
+
+/** What judging one image cost, in milliseconds, and whether its embeddings came from the cache. */
 export interface StageTimings {
   decodeMs: number;
   inferenceMs: number;
   embeddingCached: boolean;
+  /** Frames scored (1 for a still image); 0 when the image could not be judged. */
+  frames: number;
+  /** Tiles scored, over all frames. */
+  tiles: number;
 }
-
-const round4 = (x: number): number => Math.round(x * 10_000) / 10_000;
 
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
 /**
- * Bytes in, verdict out: decode and preprocess under the limits, run the image tower, judge
- * against the current policy set. With an embedding cache, an image seen before (same sha256,
- * same model) skips decoding and inference. Errors become `decision: "error"` verdicts, never
- * exceptions, so one bad image cannot stop a batch. A failing cache is treated as a miss.
+ * Bytes in, verdict out: decode and preprocess under the limits (the sampled frames of an
+ * animation; the tiles of a large image when a judged policy has `tiles: true`), run the image
+ * tower once for all of them, judge against the current policy set. With an embedding cache, an
+ * image seen before (same sha256, model and sampling settings) skips decoding and inference.
+ * Errors become `decision: "error"` verdicts, never exceptions, so one bad image cannot stop a
+ * batch. A failing cache is treated as a miss.
  */
 export class ImageModerator {
+  private readonly sampling: SamplingOptions;
+  private readonly combine: FrameCombine;
+
   constructor(
     private readonly model: ModeratorModel,
     private readonly policies: () => CompiledPolicySet,
     private readonly limits: DecodeLimits & PreprocessOptions,
     private readonly cache?: ImageEmbeddingCache,
-  ) {}
+    settings: ImageSamplingSettings = {},
+  ) {
+    this.sampling = settings.sampling ?? DEFAULT_SAMPLING;
+    this.combine = settings.combine ?? DEFAULT_FRAME_COMBINE;
+  }
 
   /** Refuses unknown policy ids before any image work (CLIPGUARD_E_POLICY_UNKNOWN). */
   assertPolicies(ids: readonly string[]): void {
@@ -75,34 +97,50 @@ export class ImageModerator {
     };
   }
 
-  private async embed(bytes: Uint8Array, sha256: string, timings: StageTimings): Promise<Float32Array> {
+  private async embed(bytes: Uint8Array, sha256: string, wantTiles: boolean, timings: StageTimings): Promise<StoredEmbeddings> {
     const fingerprint = this.model.info.fingerprint;
-    const cached = await this.cache?.get(fingerprint, sha256).catch(() => undefined);
-    if (cached !== undefined) {
+    const key = samplingKey(this.sampling);
+    const cached = await this.cache?.get(fingerprint, sha256, key).catch(() => undefined);
+    if (cached !== undefined && entryServes(cached, wantTiles, modelInputSize(this.model.preprocess), this.sampling)) {
       timings.embeddingCached = true;
       return cached;
     }
     const t0 = performance.now();
-    const { pixels } = await preprocessImage(bytes, this.model.preprocess, this.limits, this.limits);
+    const crops = await preprocessCrops(bytes, this.model.preprocess, this.sampling, wantTiles, this.limits, this.limits);
     const t1 = performance.now();
     timings.decodeMs = t1 - t0;
-    const [embedding] = await this.model.embedPixels(pixels, 1);
+    // frames and tiles of one image: one run of the image tower
+    const embeddings = await this.model.embedPixels(crops.pixels, crops.items.length);
     timings.inferenceMs = performance.now() - t1;
-    if (embedding === undefined) throw new ClipguardError("CLIPGUARD_E_INFERENCE", "the image tower returned no embedding");
-    await this.cache?.set(fingerprint, sha256, embedding).catch(() => undefined);
-    return embedding;
+    if (embeddings.length !== crops.items.length) {
+      throw new ClipguardError("CLIPGUARD_E_INFERENCE", `the image tower returned ${embeddings.length} embeddings for ${crops.items.length} crops`);
+    }
+    const stored: StoredEmbeddings = {
+      width: crops.info.width,
+      height: crops.info.height,
+      frames: crops.frames,
+      tiled: wantTiles,
+      items: crops.items,
+      embeddings,
+    };
+    await this.cache?.set(fingerprint, sha256, key, stored).catch(() => undefined);
+    return stored;
   }
 
   async moderate(bytes: Uint8Array, options: ModerateOptions = {}): Promise<{ verdict: Verdict; timings: StageTimings }> {
     const compiled = this.policies();
     const sha256 = sha256Hex(bytes);
-    const timings: StageTimings = { decodeMs: 0, inferenceMs: 0, embeddingCached: false };
+    const timings: StageTimings = { decodeMs: 0, inferenceMs: 0, embeddingCached: false, frames: 0, tiles: 0 };
     try {
-      const judgement = compiled.judge(await this.embed(bytes, sha256, timings), options.policies);
+      const only = options.policies === undefined ? undefined : new Set(options.policies);
+      const wantTiles = compiled.policies.some((p) => p.tiles && (only === undefined || only.has(p.id)));
+      const stored = await this.embed(bytes, sha256, wantTiles, timings);
+      const judgement = judgeEmbeddings(compiled, stored, options.policies, this.combine);
+      timings.frames = judgement.frames;
+      timings.tiles = stored.items.filter((item) => item.region !== undefined).length;
       const verdict: Verdict = {
         ...(options.image !== undefined ? { image: options.image } : {}),
-        decision: judgement.decision,
-        policies: judgement.policies.map((p) => ({ id: p.id, score: round4(p.score), decision: p.decision, prompt: p.prompt })),
+        ...verdictFields(judgement),
         ...this.tail(compiled.version, sha256),
       };
       return { verdict, timings };

@@ -23,7 +23,7 @@ export interface Policy {
   /** Multiplies cosines before the softmax of contrastive scoring (from `defaults.logit_scale`). */
   readonly logitScale: number;
   readonly thresholds: PolicyThresholds;
-  /** Whether the image is also scored in tiles (behaviour comes in a later issue). @default false */
+  /** Whether large images are also scored in tiles (see crop-plan.ts). @default false */
   readonly tiles: boolean;
 }
 

@@ -5,7 +5,11 @@
  *   { image: {url} | {base64} | {ref}, imageId?, policies?: string[], callbackUrl?, metadata? }
  *
  * Outcomes:
- *   - a verdict (allow / review / block) → job return value, one stream entry, the webhook;
+ *   - a verdict (allow / review / block) → job return value, one stream entry, the webhook; a
+ *     `review` verdict also gets one entry in the review stream (CLIPGUARD_REVIEW_STREAM);
+ *   - an animation is judged on up to CLIPGUARD_FRAMES_MAX frames (`frames` in the verdict, the
+ *     deciding `frame` per policy); `tiles: true` policies also judge the tiles of a large image
+ *     (`region` per policy when a tile decided); frames and tiles go to the image tower as one batch;
  *   - bad input (invalid job data, unknown policy, refused or undecodable image, refused URL)
  *     → an `error` verdict published the same three ways, and the job fails as unrecoverable;
  *   - transient faults (network, Redis, inference, webhook delivery) → the error is rethrown and
@@ -13,7 +17,7 @@
  *
  * Error codes: CLIPGUARD_E_JOB_INVALID, _POLICY_UNKNOWN, _CONFIG (callback without a secret), the
  * image codes (_IMAGE_*, _BASE64, _REF_MISSING), the URL codes (_URL_*), _INFERENCE, _REDIS,
- * _WEBHOOK. The stream entry is written at most once per job id (see verdict-publisher.ts).
+ * _WEBHOOK. The stream entries are written at most once per job id (see verdict-publisher.ts).
  */
 import { UnrecoverableError, type Job } from "bullmq";
 import type { Redis } from "ioredis";
@@ -114,6 +118,10 @@ export function createJobProcessor(deps: ProcessorDeps) {
       const stage = moderated.timings;
       timings.decodeMs = Math.round(stage.decodeMs * 100) / 100;
       timings.inferenceMs = Math.round(stage.inferenceMs * 100) / 100;
+      if (verdict.decision !== "error") {
+        metrics.framesPerImage.observe(stage.frames);
+        metrics.tilesPerImage.observe(stage.tiles);
+      }
       if (stage.embeddingCached) {
         metrics.imageCache.inc({ result: "hit" });
       } else if (stage.decodeMs > 0) {

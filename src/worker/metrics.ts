@@ -51,6 +51,18 @@ export function createWorkerMetrics() {
       buckets: [1, 2, 4, 8, 16, 32, 64],
       registers,
     }),
+    framesPerImage: new Histogram({
+      name: "clipguard_frames_per_image",
+      help: "Frames scored per judged image (1 for a still image; up to CLIPGUARD_FRAMES_MAX for an animation)",
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
+    tilesPerImage: new Histogram({
+      name: "clipguard_tiles_per_image",
+      help: "Tiles scored per judged image, over all its frames (0 unless a tiles: true policy judged a large image)",
+      buckets: [0, 1, 2, 4, 9, 16, 32, 64],
+      registers,
+    }),
     textCache: new Counter({
       name: "clipguard_text_embedding_cache_total",
       help: "Text-embedding cache lookups by result (hit, miss)",

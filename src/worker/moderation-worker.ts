@@ -3,6 +3,7 @@ import { configureImageDecoding } from "../clip/image-decode.js";
 import { InferencePool } from "../clip/inference-pool.js";
 import { RedisImageEmbeddingCache } from "../policies/image-embedding-cache.js";
 import { ImageModerator } from "../policies/image-moderator.js";
+import { imageSamplingFromConfig } from "../policies/image-sampling.js";
 import { RedisTextEmbeddingCache } from "../policies/redis-text-embedding-cache.js";
 import type { Config } from "../shared/config.js";
 import { ClipguardError } from "../shared/errors.js";
@@ -92,19 +93,26 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
     maxPixels: config.CLIPGUARD_MAX_PIXELS,
     fastShrinkOnLoad: config.CLIPGUARD_FAST_JPEG,
   };
-  const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache);
+  const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache, imageSamplingFromConfig(config));
   const stopWatching = watchPolicies(settings.policiesFile, (reason) => void policies.reload(reason), {
     watchFile: config.CLIPGUARD_WATCH_POLICIES,
   });
 
-  const queue = new Queue(config.CLIPGUARD_QUEUE, { connection: createWorkerConnection(config.REDIS_URL), prefix: config.CLIPGUARD_PREFIX });
+  // BullMQ does not close connections it was given: they are disconnected on shutdown below
+  const queueConnection = createWorkerConnection(config.REDIS_URL);
+  const workerConnection = createWorkerConnection(config.REDIS_URL);
+  const queue = new Queue(config.CLIPGUARD_QUEUE, { connection: queueConnection, prefix: config.CLIPGUARD_PREFIX });
   metrics.setQueueDepthSource(() => queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized"));
   metrics.setOldestWaitingSource(async () => (await queue.getJobs(["wait", "prioritized"], 0, 0, true))[0]?.timestamp);
 
   const processor = createJobProcessor({
     redis,
     moderator: () => moderator,
-    publisher: new VerdictPublisher(redis, { stream: config.CLIPGUARD_VERDICT_STREAM, maxLen: config.CLIPGUARD_VERDICT_STREAM_MAXLEN }),
+    publisher: new VerdictPublisher(redis, {
+      stream: config.CLIPGUARD_VERDICT_STREAM,
+      reviewStream: config.CLIPGUARD_REVIEW_STREAM,
+      maxLen: config.CLIPGUARD_VERDICT_STREAM_MAXLEN,
+    }),
     metrics,
     logger,
     ...fetchSettings(config),
@@ -118,7 +126,7 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       return processor(job);
     },
     {
-      connection: createWorkerConnection(config.REDIS_URL),
+      connection: workerConnection,
       prefix: config.CLIPGUARD_PREFIX,
       concurrency: config.CLIPGUARD_CONCURRENCY,
       lockDuration: config.CLIPGUARD_LOCK_DURATION_MS,
@@ -157,7 +165,7 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       }
       await policies.settled();
       await Promise.allSettled([queue.close(), health.server.close(), inference.close()]);
-      redis.disconnect();
+      for (const connection of [redis, queueConnection, workerConnection]) connection.disconnect();
     },
   };
 }

@@ -4,21 +4,32 @@ import type { JobVerdict } from "../shared/job-schema.js";
 /**
  * Appends a verdict to the stream exactly once per job id: a marker key and the XADD are written
  * by one Lua script, so a retried job, or one re-run after a worker crash, finds the marker and
- * adds nothing. Returns the stream entry id (the existing one when already published).
+ * adds nothing. A `review` verdict is also appended to the review stream, by the same script and
+ * so also exactly once. Returns the verdict stream's entry id (the existing one when already
+ * published).
  *
- * KEYS[1] marker key, KEYS[2] stream; ARGV: marker TTL (s), MAXLEN, jobId, decision, verdict JSON
+ * KEYS[1] marker key, KEYS[2] verdict stream, KEYS[3] review stream (optional);
+ * ARGV: marker TTL (s), MAXLEN, jobId, decision, verdict JSON
  */
 const PUBLISH_ONCE = `
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'jobId', ARGV[3], 'decision', ARGV[4], 'verdict', ARGV[5])
+if #KEYS >= 3 and ARGV[4] == 'review' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'jobId', ARGV[3], 'decision', ARGV[4], 'verdict', ARGV[5])
+end
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return {1, id}
 `;
 
 export interface VerdictPublisherOptions {
   stream: string;
-  /** Approximate stream length kept (XADD MAXLEN ~). */
+  /**
+   * Where `review` verdicts are also appended, with the same fields (`jobId`, `decision`,
+   * `verdict`), for a reviewers' consumer group. @default none
+   */
+  reviewStream?: string;
+  /** Approximate length kept of each stream (XADD MAXLEN ~). */
   maxLen: number;
   /** How long the once-marker is kept; longer than any job can be retried. @default 7 days */
   markerTtlSeconds?: number;
@@ -36,11 +47,12 @@ export class VerdictPublisher {
 
   /** `added` is false when this job's verdict was already in the stream. */
   async publish(verdict: JobVerdict): Promise<{ added: boolean; entryId: string }> {
+    const keys = [this.markerKey(verdict.jobId), this.options.stream];
+    if (this.options.reviewStream !== undefined) keys.push(this.options.reviewStream);
     const result = (await this.redis.eval(
       PUBLISH_ONCE,
-      2,
-      this.markerKey(verdict.jobId),
-      this.options.stream,
+      keys.length,
+      ...keys,
       String(this.options.markerTtlSeconds ?? 7 * 24 * 3600),
       String(this.options.maxLen),
       verdict.jobId,

@@ -10,7 +10,7 @@
  * marker names the same generator version, seed and architecture and every file it lists has the
  * recorded size, and regenerates it otherwise.
  */
-import { copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildTextModel, buildVisionModel, createClipWeights } from "../onnx/clip-architecture.js";
@@ -118,13 +118,15 @@ export async function isBenchModelComplete(dir: string, spec: BenchModelSpec): P
 }
 
 /**
- * Writes the model for `spec` into `dir` (replacing whatever is there). `log` gets one line per
- * step: generating ViT-B/32 takes ~20–30 s and writes ~1.2 GB.
+ * Writes the model for `spec` into `target` (replacing whatever is there). The files are written
+ * into a sibling folder that is renamed into place at the end, so a reader never sees a half-written
+ * model. `log` gets one line per step: generating ViT-B/32 takes ~30 s and writes ~1.2 GB.
  */
-export async function writeBenchModel(dir: string, spec: BenchModelSpec, log: (line: string) => void = () => {}): Promise<void> {
+export async function writeBenchModel(target: string, spec: BenchModelSpec, log: (line: string) => void = () => {}): Promise<void> {
   if ((await fileSize(path.join(CLIP_TOKENIZER_DIR, "tokenizer.json"))) === undefined) {
     throw new Error(`the benchmark model needs the real CLIP tokenizer files in ${CLIP_TOKENIZER_DIR} (not found)`);
   }
+  const dir = `${target}.partial-${process.pid}`;
   await rm(dir, { recursive: true, force: true });
   await mkdir(path.join(dir, "onnx"), { recursive: true });
   const files: Record<string, number> = {};
@@ -152,6 +154,8 @@ export async function writeBenchModel(dir: string, spec: BenchModelSpec, log: (l
   await write("onnx/model.onnx", combineClipTowers(vision, text, spec.config.embedDim));
   log(`onnx/model.onnx written (${seconds()})`);
   await writeFile(path.join(dir, MARKER), `${JSON.stringify(expectedMarker(spec, files), null, 2)}\n`);
+  await rm(target, { recursive: true, force: true });
+  await rename(dir, target);
 }
 
 /** The cached model `id` under `cacheRoot`, generated first when missing or incomplete. */
