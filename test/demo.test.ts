@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { JobVerdict } from "../src/shared/job-schema.js";
@@ -40,8 +41,9 @@ describe("npm run demo (clipguard demo)", () => {
   });
 
   it("says how to get Redis when none answers and redis-server is not on the PATH", () => {
-    const nodeOnly = path.dirname(process.execPath);
-    const result = demo({ REDIS_URL: "redis://127.0.0.1:1", PATH: nodeOnly });
+    // node itself is started by absolute path, so an empty PATH only hides redis-server
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), "clipguard-nopath-"));
+    const result = demo({ REDIS_URL: "redis://127.0.0.1:1", PATH: empty });
     expect(result.status).toBe(2);
     expect(result.stdout).toBe("");
     expect(result.stderr).toMatch(/needs Redis/);
