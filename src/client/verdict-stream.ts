@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import type { JobVerdict } from "../shared/job-schema.js";
+import { publishedMarkerKey, type JobVerdict } from "../shared/job-schema.js";
 
 /**
  * Reading the verdict stream (CLIPGUARD_VERDICT_STREAM). The worker appends one entry per job,
@@ -19,14 +19,7 @@ export interface VerdictEntry {
 /** `<ms>-<seq>`, `<ms>`, `0`, or `$` (only entries added from now on). */
 export const STREAM_ID = /^(\$|\d+(-\d+)?)$/;
 
-/**
- * The marker the worker's publisher sets next to each entry (verdict-publisher.ts), holding the
- * entry id: it makes "the verdict of job X" one GET and one XRANGE instead of a stream scan.
- * Kept in step with the worker by the end-to-end tests.
- */
-export function publishedMarkerKey(stream: string, jobId: string): string {
-  return `${stream}:published:${jobId}`;
-}
+export { publishedMarkerKey };
 
 export function parseVerdictEntry(id: string, fields: string[]): VerdictEntry {
   const values = new Map<string, string>();

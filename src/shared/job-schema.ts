@@ -50,3 +50,11 @@ export interface JobVerdict extends Verdict {
   timings: JobTimings;
   createdAt: string;
 }
+
+/**
+ * The marker the worker's publisher writes next to each verdict stream entry, holding the entry
+ * id: it makes the stream exactly-once per job, and "the verdict of job X" one GET and one XRANGE.
+ */
+export function publishedMarkerKey(stream: string, jobId: string): string {
+  return `${stream}:published:${jobId}`;
+}

@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { ERROR_CODES } from "../shared/errors.js";
 
@@ -8,6 +9,9 @@ export function createWorkerMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "clipguard_" });
   const registers = [registry];
+  // over the whole life of the process, unlike prom-client's lag gauges that reset every scrape
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   let depthSource: (() => Promise<Record<string, number>>) | undefined;
   let oldestSource: (() => Promise<number | undefined>) | undefined;
   const metrics = {
@@ -105,6 +109,18 @@ export function createWorkerMetrics() {
           this.set(enqueuedAt === undefined ? 0 : Math.max(0, (Date.now() - enqueuedAt) / 1000));
         } catch {
           // Redis away: keep the last value
+        }
+      },
+    }),
+    eventLoopDelay: new Gauge({
+      name: "clipguard_event_loop_delay_seconds",
+      help: "Event-loop delay quantiles since the process started (inference runs in threads, so this stays low under load)",
+      labelNames: ["quantile"] as const,
+      registers,
+      collect() {
+        for (const q of [0.5, 0.9, 0.99, 1]) {
+          const ns = q === 1 ? loopDelay.max : loopDelay.percentile(q * 100);
+          this.set({ quantile: String(q) }, Number.isFinite(ns) ? ns / 1e9 : 0);
         }
       },
     }),

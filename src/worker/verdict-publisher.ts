@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import type { JobVerdict } from "../shared/job-schema.js";
+import { publishedMarkerKey, type JobVerdict } from "../shared/job-schema.js";
 
 /**
  * Appends a verdict to the stream exactly once per job id: a marker key and the XADD are written
@@ -42,7 +42,7 @@ export class VerdictPublisher {
   ) {}
 
   private markerKey(jobId: string): string {
-    return `${this.options.stream}:published:${jobId}`;
+    return publishedMarkerKey(this.options.stream, jobId);
   }
 
   /** `added` is false when this job's verdict was already in the stream. */
