@@ -4,9 +4,9 @@ import { compilePolicies, loadPolicyFile } from "../policies/index.js";
 import { ImageModerator } from "../policies/image-moderator.js";
 import { imageSamplingFromConfig } from "../policies/image-sampling.js";
 import { loadConfig } from "../shared/config.js";
+import { readImageFile } from "../shared/image-bytes.js";
 import { EXIT, reportFatal } from "./cli-errors.js";
 import { addModelFlags, resolveModelFlags, type ModelFlags } from "./model-options.js";
-import { readImageFile } from "./read-image-file.js";
 
 /**
  * `clipguard score IMAGE...`: one JSON verdict line per image, in argument order.

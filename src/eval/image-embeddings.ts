@@ -3,11 +3,11 @@
  * on-disk {@link EmbeddingStore} first, then preprocessing and inference in small batches for
  * the misses. Images that cannot be read or decoded are collected as failures, never thrown.
  */
-import fs from "node:fs/promises";
 import type { DecodeLimits } from "../clip/image-decode.js";
 import { preprocessImage } from "../clip/preprocess.js";
 import { sha256Hex, type ModeratorModel } from "../policies/image-moderator.js";
 import { ClipguardError, toErrorInfo, type ErrorCode } from "../shared/errors.js";
+import { readImageFile } from "../shared/image-bytes.js";
 import type { EmbeddingStore } from "./embedding-store.js";
 import type { LabelledImage } from "./labelled-set.js";
 
@@ -48,27 +48,6 @@ export interface EmbedImagesOptions {
   /** Called after each image is done (embedded, cached or failed). */
   onProgress?: (done: number, total: number) => void;
   onFailure?: (failure: FailedImage) => void;
-}
-
-async function readImage(file: string, maxBytes: number): Promise<Buffer> {
-  const reason = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code ?? "error";
-  let size: number;
-  try {
-    const stat = await fs.stat(file);
-    if (!stat.isFile()) throw new ClipguardError("CLIPGUARD_E_IMAGE_READ", `${file} is not a regular file`);
-    size = stat.size;
-  } catch (err) {
-    if (err instanceof ClipguardError) throw err;
-    throw new ClipguardError("CLIPGUARD_E_IMAGE_READ", `cannot read ${file} (${reason(err)})`, { cause: err });
-  }
-  if (size > maxBytes) {
-    throw new ClipguardError("CLIPGUARD_E_IMAGE_TOO_LARGE", `${file} is ${size} bytes; the limit is ${maxBytes} (CLIPGUARD_MAX_IMAGE_BYTES)`);
-  }
-  try {
-    return await fs.readFile(file);
-  } catch (err) {
-    throw new ClipguardError("CLIPGUARD_E_IMAGE_READ", `cannot read ${file} (${reason(err)})`, { cause: err });
-  }
 }
 
 /**
@@ -123,7 +102,7 @@ export async function embedImages(
 
   for (const [index, image] of images.entries()) {
     try {
-      const bytes = await readImage(image.path, options.limits.maxBytes);
+      const bytes = await readImageFile(image.path, options.limits.maxBytes);
       const sha256 = sha256Hex(bytes);
       const waiting = pending.find((p) => p.sha256 === sha256);
       if (waiting) {
