@@ -51,7 +51,7 @@ export async function measureEngine(
   try {
     const compiled = await compilePolicies(await loadPolicyFile(policiesFile), pool, new MemoryTextEmbeddingCache());
     const limits = { maxBytes: config.CLIPGUARD_MAX_IMAGE_BYTES, maxPixels: config.CLIPGUARD_MAX_PIXELS, fastShrinkOnLoad: config.CLIPGUARD_FAST_JPEG };
-    const moderator = new ImageModerator(pool, () => compiled, limits);
+    const moderator = new ImageModerator(pool, () => compiled, limits, undefined, { decodeConcurrency: config.CLIPGUARD_DECODE_CONCURRENCY });
     const result: Record<string, number> = {};
     const cpuCores: Record<string, number> = {};
     let serial = 0;

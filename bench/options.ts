@@ -24,6 +24,8 @@ export interface BenchSettings {
   distinctImages: { small: number; large: number };
   bare: { batchSizes: number[]; windowMs: number };
   /** Images scored per size (in flight at once: CLIPGUARD_CONCURRENCY, as in the worker). */
+  /** Timed single-threaded decodes per size (CPU cost per image, for the bound). */
+  decode: { images: { small: number; large: number } };
   engine: { images: { small: number; large: number } };
   service: {
     warmupJobs: number;
@@ -31,7 +33,7 @@ export interface BenchSettings {
     largeJobs: number;
     /** Small-image jobs after which the worker's RSS is read (counted from the worker's start). */
     rssCheckpoints: [number, number];
-    /** Jobs kept in flight by the producer, so the worker never waits for work. */
+    /** Jobs kept in flight by the producer: 3× the worker's default concurrency (16), so the worker never waits for work. */
     window: { small: number; large: number };
     duplicateSamples: number;
     /** How often /metrics is scraped for the event-loop delay. */
@@ -52,12 +54,13 @@ function settingsFor(mode: BenchMode): Omit<BenchSettings, "out" | "redisUrl"> {
         sizes: { small: SIZE_1MP, large: SIZE_12MP },
         distinctImages: { small: 8, large: 4 },
         bare: { batchSizes: [1, 2, 4, 8, 16], windowMs: 8000 },
+        decode: { images: { small: 200, large: 50 } },
         engine: { images: { small: 200, large: 100 } },
         service: {
-          warmupJobs: 8,
+          warmupJobs: 16,
           largeJobs: 150,
           rssCheckpoints: [1000, 5000],
-          window: { small: 16, large: 12 },
+          window: { small: 48, large: 48 },
           duplicateSamples: 50,
           scrapeMs: 2000,
         },
@@ -69,13 +72,14 @@ function settingsFor(mode: BenchMode): Omit<BenchSettings, "out" | "redisUrl"> {
         model: "vit-b-32",
         sizes: { small: SIZE_1MP, large: SIZE_12MP },
         distinctImages: { small: 4, large: 2 },
-        bare: { batchSizes: [1, 2, 4, 8, 16], windowMs: 1000 },
-        engine: { images: { small: 24, large: 12 } },
+        bare: { batchSizes: [1, 4, 8, 16], windowMs: 2500 },
+        decode: { images: { small: 40, large: 12 } },
+        engine: { images: { small: 48, large: 24 } },
         service: {
-          warmupJobs: 4,
-          largeJobs: 16,
+          warmupJobs: 16,
+          largeJobs: 48,
           rssCheckpoints: [100, 300],
-          window: { small: 16, large: 12 },
+          window: { small: 48, large: 48 },
           duplicateSamples: 10,
           scrapeMs: 1000,
         },
@@ -88,6 +92,7 @@ function settingsFor(mode: BenchMode): Omit<BenchSettings, "out" | "redisUrl"> {
         sizes: { small: { key: "1mp", width: 96, height: 72 }, large: { key: "12mp", width: 400, height: 300 } },
         distinctImages: { small: 2, large: 2 },
         bare: { batchSizes: [1, 2, 4, 8, 16], windowMs: 50 },
+        decode: { images: { small: 4, large: 2 } },
         engine: { images: { small: 6, large: 4 } },
         service: {
           warmupJobs: 2,

@@ -11,7 +11,10 @@ import { env as transformersEnv } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { BENCH_MODEL_CACHE, ensureBenchModel, REPOSITORY_ROOT } from "../tools/bench-model/bench-model-files.js";
 import { benchModelMacs } from "../tools/bench-model/bench-model-spec.js";
+import { parsePreprocessorConfig } from "../src/clip/preprocess.js";
+import { readFile } from "node:fs/promises";
 import { measureBare } from "./bare.js";
+import { measureDecode } from "./decode.js";
 import { measureEngine } from "./engine.js";
 import { benchImages } from "./images.js";
 import { parseBenchArgs, USAGE } from "./options.js";
@@ -46,6 +49,15 @@ async function main(): Promise<void> {
   const policiesFile = await writeBenchPolicies(BENCH_CACHE);
 
   const bare = await measureBare(model.dir, imageSize, { ...settings.bare, threads }, progress);
+  const preprocess = parsePreprocessorConfig(JSON.parse(await readFile(path.join(model.dir, "preprocessor_config.json"), "utf8")) as unknown);
+  const decode = await measureDecode(
+    preprocess,
+    [
+      { label: settings.sizes.small.key, images: small, count: settings.decode.images.small },
+      { label: settings.sizes.large.key, images: large, count: settings.decode.images.large },
+    ],
+    progress,
+  );
   const engine = await measureEngine(
     model.dir,
     policiesFile,
@@ -66,6 +78,9 @@ async function main(): Promise<void> {
     },
     progress,
   );
+  // the ceiling again at its best batch size, now that the machine has run for minutes: a shared
+  // or throttled machine can change speed during a run, and the ratios use the faster of the two
+  const bareAgain = await measureBare(model.dir, imageSize, { ...settings.bare, batchSizes: [bare.bestBatch], threads }, (line) => progress(line.replace("bare:", "bare (again):")));
   const [fewPrompts, manyPrompts] = settings.peer.promptCounts;
   const [fewImages, manyImages] = settings.peer.images;
   const peer = await measurePeer(
@@ -92,6 +107,7 @@ async function main(): Promise<void> {
       transformersVersion: transformersEnv.version,
       counts: {
         bareWindowMs: settings.bare.windowMs,
+        decodeImages: settings.decode.images,
         engineImages: settings.engine.images,
         engineConcurrency: engine.concurrency,
         serviceSmallJobs: settings.service.rssCheckpoints[1] - settings.service.warmupJobs,
@@ -104,7 +120,7 @@ async function main(): Promise<void> {
         servicePolicyPrompts: 50,
       },
     },
-    { bare, engine, service, peer },
+    { bare, bareAgain, decode, engine, service, peer },
   );
   await mkdir(path.dirname(settings.out), { recursive: true });
   await writeFile(settings.out, `${JSON.stringify(results, null, 2)}\n`);

@@ -29,6 +29,11 @@ export interface ServiceResult {
     stageMeanMs: Record<string, number>;
     /** Mean images per image-tower run. */
     meanBatchSize: number;
+    /**
+     * CPU milliseconds per job during the small-image run, by process: the worker (all its
+     * threads), redis-server, and this benchmark process (producer and verdict reader).
+     */
+    cpuMsPerJob: { worker: number; redis: number; producer: number };
   };
 }
 
@@ -66,7 +71,14 @@ async function deleteNamespace(redisUrl: string, namespace: string): Promise<voi
   }
 }
 
-function smallRunDiagnostics(before: string, after: string, seconds: number): ServiceResult["diagnostics"] {
+/** redis-server's own CPU seconds (user + system, all its threads) from INFO cpu. */
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info("cpu");
+  const field = (name: string) => Number(new RegExp(`^${name}:([0-9.]+)`, "m").exec(info)?.[1] ?? 0);
+  return field("used_cpu_user") + field("used_cpu_sys");
+}
+
+function smallRunDiagnostics(before: string, after: string, seconds: number, jobs: number, otherCpuMs: { redis: number; producer: number }): ServiceResult["diagnostics"] {
   const delta = (name: string, labels: Record<string, string> = {}) => (sample(after, name, labels) ?? 0) - (sample(before, name, labels) ?? 0);
   const mean = (histogram: string, labels: Record<string, string> = {}) => {
     const count = delta(`${histogram}_count`, labels);
@@ -80,6 +92,11 @@ function smallRunDiagnostics(before: string, after: string, seconds: number): Se
     workerCpuCores: delta("clipguard_process_cpu_seconds_total") / seconds,
     stageMeanMs,
     meanBatchSize: mean("clipguard_inference_batch_size"),
+    cpuMsPerJob: {
+      worker: (delta("clipguard_process_cpu_seconds_total") * 1000) / jobs,
+      redis: otherCpuMs.redis / jobs,
+      producer: otherCpuMs.producer / jobs,
+    },
   };
 }
 
@@ -141,6 +158,9 @@ export async function measureService(options: ServiceOptions, progress: (line: s
     const scrapes: Promise<void>[] = [];
     const before = await running.metricsText(); // also starts the first event-loop window
     const beforeAt = performance.now();
+    const cpuProbe = new Redis(options.redisUrl);
+    const redisCpuBefore = await redisCpuSeconds(cpuProbe);
+    const producerCpuBefore = process.cpuUsage();
     let scraping = true;
     const scrapeLoop = (async () => {
       while (scraping) {
@@ -163,8 +183,14 @@ export async function measureService(options: ServiceOptions, progress: (line: s
     await scrapeLoop;
     await Promise.all(scrapes);
     const after = await running.metricsText();
-    const diagnostics = smallRunDiagnostics(before, after, (performance.now() - beforeAt) / 1000);
+    const producerCpu = process.cpuUsage(producerCpuBefore);
+    const redisCpuMs = ((await redisCpuSeconds(cpuProbe)) - redisCpuBefore) * 1000;
+    cpuProbe.disconnect();
     const smallJobs = lastCheckpoint - options.warmupJobs;
+    const diagnostics = smallRunDiagnostics(before, after, (performance.now() - beforeAt) / 1000, smallJobs, {
+      redis: redisCpuMs,
+      producer: (producerCpu.user + producerCpu.system) / 1000,
+    });
     const jobsPerSecond: Record<string, number> = { [options.small.key]: (smallJobs * 1000) / smallMs };
     progress(`service: ${options.small.key}: ${jobsPerSecond[options.small.key]!.toFixed(2)} jobs/s (${smallJobs} jobs)`);
     p99s.push(sample(after, "clipguard_nodejs_eventloop_lag_p99_seconds") ?? 0);

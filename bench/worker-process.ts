@@ -36,7 +36,10 @@ export function sample(text: string, name: string, labels: Record<string, string
 /** Starts the worker with `env` added to this process's environment; resolves once it is ready. */
 export async function startBenchWorker(env: Record<string, string>): Promise<BenchWorker> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first (the service phase runs the built worker)`);
-  const child = spawn(process.execPath, [CLI, "worker"], {
+  // BENCH_WORKER_NODE_ARGS: Node flags for the worker only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  // (NODE_OPTIONS refuses --cpu-prof)
+  const nodeArgs = (process.env["BENCH_WORKER_NODE_ARGS"] ?? "").split(" ").filter((arg) => arg !== "");
+  const child = spawn(process.execPath, [...nodeArgs, CLI, "worker"], {
     env: { ...process.env, CLIPGUARD_METRICS_PORT: "0", CLIPGUARD_METRICS_HOST: "127.0.0.1", CLIPGUARD_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });

@@ -28,6 +28,13 @@ const FIGURES = [
   "bare.batch4",
   "bare.batch8",
   "bare.batch16",
+  "bare.first",
+  "bare.again",
+  "bare.towerCpuMsPerImage",
+  "decode.1mp.cpuMs",
+  "decode.12mp.cpuMs",
+  "bound.serviceBare.1mp",
+  "bound.serviceBare.12mp",
   "engine.1mp",
   "engine.12mp",
   "service.1mp",
@@ -62,7 +69,7 @@ interface Results {
   mode: string;
   machine: Record<string, unknown>;
   figures: Record<string, unknown>;
-  targets: { id: string; measured: number; target: number; pass: boolean }[];
+  targets: { id: string; measured: number; target: number; pass: boolean; bound?: number }[];
 }
 
 describe.skipIf(!hasTokenizer)(`npm run bench -- --smoke${hasTokenizer ? "" : ` (skipped: no CLIP tokenizer in ${CLIP_TOKENIZER_DIR})`}`, () => {
@@ -104,6 +111,19 @@ describe.skipIf(!hasTokenizer)(`npm run bench -- --smoke${hasTokenizer ? "" : ` 
       expect(stdout).toContain(label);
     }
     expect(stdout).toMatch(/\d of 7 targets met/);
+  });
+
+  it("states the CPU bound of each service/bare ratio: tower / (tower + decode) CPU time", () => {
+    for (const size of ["1mp", "12mp"]) {
+      const t = results.targets.find((x) => x.id === `ratio.serviceBare.${size}`);
+      const tower = results.figures["bare.towerCpuMsPerImage"] as number;
+      const decode = results.figures[`decode.${size}.cpuMs`] as number;
+      expect(t?.bound).toBeCloseTo(tower / (tower + decode), 10);
+      expect(t?.bound).toBeGreaterThan(0);
+      expect(t?.bound).toBeLessThan(1);
+    }
+    expect(results.figures["bare.imagesPerSecond"]).toBe(Math.max(results.figures["bare.first"] as number, results.figures["bare.again"] as number));
+    expect(stdout).toContain("CPU bound");
   });
 });
 

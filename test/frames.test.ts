@@ -150,10 +150,11 @@ describe("animations in the worker", () => {
     const dir = await tempDir();
     const policies = path.join(dir, "policies.yaml");
     await fs.writeFile(policies, colourPolicies(ns));
-    const env = { REDIS_URL: url, CLIPGUARD_POLICIES: policies, CLIPGUARD_VERDICT_STREAM: `${ns}:verdicts` };
+    const env = { REDIS_URL: url, CLIPGUARD_POLICIES: policies };
+    // one verdict stream per queue: BullMQ numbers jobs per queue, and a stream publishes job id "1" once
     [defaults, firstFrame] = await Promise.all([
-      startWorker({ ...env, CLIPGUARD_QUEUE: `${ns}-a` }),
-      startWorker({ ...env, CLIPGUARD_QUEUE: `${ns}-b`, CLIPGUARD_FRAMES_MAX: "1" }),
+      startWorker({ ...env, CLIPGUARD_QUEUE: `${ns}-a`, CLIPGUARD_VERDICT_STREAM: `${ns}-a:verdicts` }),
+      startWorker({ ...env, CLIPGUARD_QUEUE: `${ns}-b`, CLIPGUARD_VERDICT_STREAM: `${ns}-b:verdicts`, CLIPGUARD_FRAMES_MAX: "1" }),
     ]);
     for (const name of [`${ns}-a`, `${ns}-b`]) {
       queues.push(new Queue(name, { connection: new Redis(url, { maxRetriesPerRequest: null }) }));

@@ -170,17 +170,17 @@ describe("fetchImageUrl: limits", () => {
     expect(result.bytes.length).toBe(1024);
   });
 
-  it("times out on a server that never answers", async () => {
+  it("gives up on a server that takes the connection and never answers (stalled: not retried)", async () => {
     const started = Date.now();
     const err = await fetchError(`${big.origin}/silent`, { ...opts, timeoutMs: 300 });
-    expect(err).toMatchObject({ code: "CLIPGUARD_E_URL_TIMEOUT", retryable: true });
+    expect(err).toMatchObject({ code: "CLIPGUARD_E_URL_STALLED", retryable: false });
     expect(Date.now() - started).toBeLessThan(300 + 2000);
   });
 
-  it("times out on a server that trickles forever", async () => {
+  it("gives up on a server that trickles forever (stalled)", async () => {
     const started = Date.now();
     const err = await fetchError(`${big.origin}/trickle`, { ...opts, timeoutMs: 400, maxBytes: 1_000_000 });
-    expect(err.code).toBe("CLIPGUARD_E_URL_TIMEOUT");
+    expect(err.code).toBe("CLIPGUARD_E_URL_STALLED");
     expect(Date.now() - started).toBeLessThan(400 + 2000);
   });
 });

@@ -43,6 +43,7 @@ async function waitForPing(url: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 500 });
+    client.on("error", () => undefined); // refused while the server starts: connect() rejects too
     try {
       await client.connect();
       if ((await client.ping()) === "PONG") return;

@@ -13,6 +13,8 @@ import { VerdictWatcher } from "./verdict-watcher.js";
 
 const JOB_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 const MAX_PRIORITY = 2_097_151;
+/** How soon a wait's first look at the stream is retried when Redis was away. */
+const RECHECK_MS = 500;
 
 function invalid(message: string): ClipguardError {
   return new ClipguardError("CLIPGUARD_E_JOB_INVALID", message);
@@ -156,17 +158,24 @@ export class ModerationClient {
     return verdict;
   }
 
-  /** Waits for the verdict of an enqueued job; undefined when `timeoutMs` passes first. */
+  /**
+   * Waits for the verdict of an enqueued job; undefined when `timeoutMs` passes first. Once the
+   * wait has begun it rides out Redis going away and coming back within `timeoutMs`.
+   *
+   * @throws ClipguardError CLIPGUARD_E_REDIS when Redis cannot be reached as the wait begins.
+   */
   async waitForVerdict(jobId: string, wait: WaitOptions = {}): Promise<JobVerdict | undefined> {
     const timeoutMs = wait.timeoutMs ?? 30_000;
     const watcher = this.verdictWatcher();
     await watcher.start();
     return new Promise<JobVerdict | undefined>((resolve, reject) => {
       let settled = false;
+      let recheck: NodeJS.Timeout | undefined;
       const settle = (verdict: JobVerdict | undefined, err?: unknown) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        clearTimeout(recheck);
         unwatch();
         if (err !== undefined) reject(err);
         else resolve(verdict);
@@ -174,12 +183,23 @@ export class ModerationClient {
       const timer = setTimeout(() => settle(undefined), timeoutMs);
       const unwatch = watcher.watch(jobId, (verdict) => settle(verdict));
       // published before the watcher saw it? (the watch is registered first, so nothing is missed)
-      this.getVerdict(jobId).then(
-        (verdict) => {
-          if (verdict !== undefined) settle(verdict);
-        },
-        (err: unknown) => settle(undefined, err),
-      );
+      const check = () =>
+        this.getVerdict(jobId).then(
+          (verdict) => {
+            if (verdict !== undefined) settle(verdict);
+          },
+          (err: unknown) => {
+            // Redis went away during the wait: the watcher reconnects by itself, and the check is
+            // repeated until it gets through, so a restart of Redis does not fail a wait that
+            // has time left (found by the chaos suite's Redis-restart scenario)
+            if (isClipguardError(err) && err.code === "CLIPGUARD_E_REDIS" && !this.closed) {
+              if (!settled) recheck = setTimeout(() => void check(), RECHECK_MS);
+            } else {
+              settle(undefined, err);
+            }
+          },
+        );
+      void check();
     });
   }
 

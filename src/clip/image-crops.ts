@@ -1,5 +1,6 @@
+import { ClipguardError } from "../shared/errors.js";
 import { DEFAULT_DECODE_LIMITS, inspectImage, type DecodeLimits, type ImageInfo } from "./image-decode.js";
-import { planCrops, seenRegion, type CropItem, type SamplingOptions } from "./crop-plan.js";
+import { ANIMATED_FORMATS, planCrops, seenRegion, type CropItem, type SamplingOptions } from "./crop-plan.js";
 import { decodeFrameRgb, preprocessFrame, preprocessRgbRegion, type PreprocessOptions } from "./preprocess.js";
 import type { PreprocessConfig } from "./types.js";
 
@@ -17,13 +18,31 @@ export interface PreprocessedCrops {
 }
 
 /**
+ * The decode work of one image, Σ over the decodes it takes, may be at most this many times
+ * `maxPixels`. A frame of an animation (GIF, WebP, AVIF) is built from the frames before it, and
+ * each sampled frame is decoded on its own, so frame n costs (n + 1) × width × height: judging
+ * 8 frames of a 10,000-frame animation decodes ~45,000 frames. With the defaults that is 320
+ * megapixels, about 0.7 s of GIF decoding on one core; an animation sampled on 8 frames may then
+ * have ~70 megapixels in all (e.g. 300 frames of 640×360).
+ */
+export const DECODE_WORK_FACTOR = 8;
+
+/** Pixels decoded to get `frames` (each decoded once more for every time it appears in `tiledFrames`). */
+export function decodeWork(info: Pick<ImageInfo, "format" | "width" | "height">, frames: readonly number[], tiledFrames: readonly number[] = []): number {
+  const perFrame = info.width * info.height;
+  const sequential = ANIMATED_FORMATS.has(info.format);
+  return [...frames, ...tiledFrames].reduce((sum, frame) => sum + (sequential ? frame + 1 : 1) * perFrame, 0);
+}
+
+/**
  * Decodes the sampled frames of an image (the first only, for a still image) and, when
  * `withTiles` is set and the image is large enough, cuts its tiles (see `crop-plan.ts`). Each
  * frame is preprocessed exactly as {@link preprocessFrame} does; each tile as a whole image of
  * the tile's size. Frames are decoded one after the other, so one animation does not take every
  * decode thread from concurrent jobs.
  *
- * @throws ClipguardError the image codes of {@link inspectImage} and {@link preprocessFrame}
+ * @throws ClipguardError the image codes of {@link inspectImage} and {@link preprocessFrame};
+ *   CLIPGUARD_E_IMAGE_PIXELS when the decode work passes {@link DECODE_WORK_FACTOR} × maxPixels
  */
 export async function preprocessCrops(
   bytes: Uint8Array,
@@ -35,6 +54,14 @@ export async function preprocessCrops(
 ): Promise<PreprocessedCrops> {
   const info = await inspectImage(bytes, limits);
   const plan = planCrops(info, config, sampling, withTiles);
+  const work = decodeWork(info, plan.frames, plan.tiledFrames);
+  if (work > DECODE_WORK_FACTOR * limits.maxPixels) {
+    throw new ClipguardError(
+      "CLIPGUARD_E_IMAGE_PIXELS",
+      `judging ${plan.frames.length} frames of this ${info.pages}-frame ${info.width}x${info.height} animation decodes ${work} pixels ` +
+        `(a frame is built from the frames before it); the limit is ${DECODE_WORK_FACTOR} x ${limits.maxPixels} (CLIPGUARD_MAX_PIXELS)`,
+    );
+  }
   const parts: Float32Array[] = [];
   const items: CropItem[] = [];
   for (const frame of plan.frames) {

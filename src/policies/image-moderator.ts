@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import pLimit, { type LimitFunction } from "p-limit";
 import { DEFAULT_SAMPLING, modelInputSize, type SamplingOptions } from "../clip/crop-plan.js";
 import { preprocessCrops } from "../clip/image-crops.js";
 import type { DecodeLimits } from "../clip/image-decode.js";
@@ -29,6 +30,12 @@ export interface ImageSamplingSettings {
   sampling?: SamplingOptions;
   /** @default max */
   combine?: FrameCombine;
+  /**
+   * Images decoded at the same time. Decoding competes with the image tower's threads for the
+   * same cores; more decodes in flight than needed to keep the tower fed only slows the tower.
+   * @default unlimited
+   */
+  decodeConcurrency?: number;
 }
 
 /** What judging one image cost, in milliseconds, and whether its embeddings came from the cache. */
@@ -57,6 +64,7 @@ export function sha256Hex(bytes: Uint8Array): string {
 export class ImageModerator {
   private readonly sampling: SamplingOptions;
   private readonly combine: FrameCombine;
+  private readonly decodeSlot: LimitFunction | undefined;
 
   constructor(
     private readonly model: ModeratorModel,
@@ -67,6 +75,12 @@ export class ImageModerator {
   ) {
     this.sampling = settings.sampling ?? DEFAULT_SAMPLING;
     this.combine = settings.combine ?? DEFAULT_FRAME_COMBINE;
+    this.decodeSlot = settings.decodeConcurrency === undefined ? undefined : pLimit(settings.decodeConcurrency);
+  }
+
+  /** Decodes running and waiting for a slot (see `decodeConcurrency`); both 0 when unlimited. */
+  get decodeLoad(): { running: number; waiting: number } {
+    return { running: this.decodeSlot?.activeCount ?? 0, waiting: this.decodeSlot?.pendingCount ?? 0 };
   }
 
   /** Refuses unknown policy ids before any image work (CLIPGUARD_E_POLICY_UNKNOWN). */
@@ -105,8 +119,12 @@ export class ImageModerator {
       timings.embeddingCached = true;
       return cached;
     }
-    const t0 = performance.now();
-    const crops = await preprocessCrops(bytes, this.model.preprocess, this.sampling, wantTiles, this.limits, this.limits);
+    let t0 = 0;
+    const decode = () => {
+      t0 = performance.now();
+      return preprocessCrops(bytes, this.model.preprocess, this.sampling, wantTiles, this.limits, this.limits);
+    };
+    const crops = await (this.decodeSlot === undefined ? decode() : this.decodeSlot(decode));
     const t1 = performance.now();
     timings.decodeMs = t1 - t0;
     // frames and tiles of one image: one run of the image tower

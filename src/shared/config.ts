@@ -26,6 +26,7 @@ const envSchema = z.object({
   CLIPGUARD_MAX_PIXELS: intFrom(1, 1_000_000_000).default(40_000_000),
   CLIPGUARD_FAST_JPEG: bool.default(true),
   CLIPGUARD_DECODE_THREADS: intFrom(1, 256).default(1),
+  CLIPGUARD_DECODE_CONCURRENCY: intFrom(1, 256).default(Math.max(1, Math.floor(os.availableParallelism() / 2))),
   CLIPGUARD_ORT_THREADS: intFrom(1, 256).default(Math.max(1, os.availableParallelism())),
   CLIPGUARD_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   /** Image-embedding cache of `clipguard eval` (`--cache`); unset: `<out>/embeddings`. */
@@ -40,6 +41,7 @@ const envSchema = z.object({
   CLIPGUARD_INFERENCE_THREADS: intFrom(1, 64).default(1),
   CLIPGUARD_BATCH_MAX: intFrom(1, 256).default(16),
   CLIPGUARD_BATCH_WAIT_MS: intFrom(0, 1000).default(2),
+  CLIPGUARD_INFERENCE_TIMEOUT_MS: intFrom(0, 3_600_000).default(60_000),
   CLIPGUARD_EMBEDDING_TTL: intFrom(0, 365 * 24 * 3600).default(7 * 24 * 3600),
   CLIPGUARD_FRAMES_MAX: intFrom(1, 64).default(8),
   CLIPGUARD_FRAMES_COMBINE: z.enum(["max", "any-k"]).default("max"),
@@ -53,6 +55,8 @@ const envSchema = z.object({
   CLIPGUARD_KEEP_FAILED: intFrom(0, 10_000_000).default(5000),
   CLIPGUARD_LOCK_DURATION_MS: intFrom(1000, 3_600_000).default(30_000),
   CLIPGUARD_STALLED_INTERVAL_MS: intFrom(500, 3_600_000).default(30_000),
+  /** Times a job may stall (its worker killed, its lock lost) before it gets a CLIPGUARD_E_JOB_STALLED error verdict. */
+  CLIPGUARD_MAX_STALLS: intFrom(0, 1000).default(3),
   CLIPGUARD_SHUTDOWN_GRACE_MS: intFrom(0, 3_600_000).default(30_000),
   CLIPGUARD_METRICS_PORT: intFrom(0, 65535).default(9464),
   CLIPGUARD_METRICS_HOST: z.string().min(1).default("0.0.0.0"),

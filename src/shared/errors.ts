@@ -18,13 +18,21 @@ export const ERROR_CODES = {
   CLIPGUARD_E_IMAGE_DECODE: { retryable: false, summary: "the image is truncated or corrupt" },
   // image sources (worker)
   CLIPGUARD_E_JOB_INVALID: { retryable: false, summary: "the job data does not match the job contract" },
+  CLIPGUARD_E_JOB_STALLED: {
+    retryable: false,
+    summary: "the job stalled (its worker was killed or lost the job's lock) more often than CLIPGUARD_MAX_STALLS allows",
+  },
   CLIPGUARD_E_URL_REFUSED: {
     retryable: false,
     summary: "the URL is not http(s), or resolves to a private, loopback or otherwise non-public address",
   },
   CLIPGUARD_E_URL_FETCH: { retryable: true, summary: "the URL could not be fetched (network fault, 5xx)" },
   CLIPGUARD_E_URL_STATUS: { retryable: false, summary: "the URL answered with a client error status (4xx)" },
-  CLIPGUARD_E_URL_TIMEOUT: { retryable: true, summary: "fetching the URL took longer than the timeout" },
+  CLIPGUARD_E_URL_TIMEOUT: { retryable: true, summary: "the URL's host could not be resolved or connected to within the timeout" },
+  CLIPGUARD_E_URL_STALLED: {
+    retryable: false,
+    summary: "the URL's server accepted the connection but did not deliver the whole response within the timeout",
+  },
   CLIPGUARD_E_URL_REDIRECTS: { retryable: false, summary: "the URL redirected more often than the redirect limit" },
   CLIPGUARD_E_REF_MISSING: { retryable: false, summary: "no bytes are stored under the job's ref key (expired?)" },
   CLIPGUARD_E_BASE64: { retryable: false, summary: "the base64 field is not valid base64" },
@@ -39,9 +47,20 @@ export const ERROR_CODES = {
   },
   // runtime
   CLIPGUARD_E_INFERENCE: { retryable: true, summary: "the ONNX session failed while running" },
+  // retryable: a run's cost depends on the batch shape, not on the pixels, so a run past the
+  // deadline points at the machine (CPU starvation, swapping, a wedged runtime), and the batch
+  // holds other jobs' images too; a job that hangs on every attempt ends with an error verdict
+  CLIPGUARD_E_INFERENCE_TIMEOUT: {
+    retryable: true,
+    summary: "an inference run took longer than CLIPGUARD_INFERENCE_TIMEOUT_MS; a new inference thread took over",
+  },
   CLIPGUARD_E_REDIS: { retryable: true, summary: "Redis is unreachable or answered with an error" },
   CLIPGUARD_E_WEBHOOK: { retryable: true, summary: "the callback URL did not accept the verdict" },
   CLIPGUARD_E_TIMEOUT: { retryable: true, summary: "the job ran past its deadline" },
+  CLIPGUARD_E_SHUTDOWN: {
+    retryable: true,
+    summary: "the worker shut down before the job's image was judged; the job is left to another worker (never in a verdict)",
+  },
   CLIPGUARD_E_INTERNAL: { retryable: true, summary: "an unexpected internal error" },
   // producers: client, CLI and HTTP API
   CLIPGUARD_E_UNAUTHORIZED: { retryable: false, summary: "the HTTP API request has no valid `Authorization: Bearer <key>` header" },

@@ -19,8 +19,18 @@ export function checkSize(bytes: Buffer, maxBytes: number, what: string): Buffer
   return bytes;
 }
 
-/** Strict base64: `Buffer.from(text, "base64")` silently skips garbage, so check the alphabet first. */
+/**
+ * Strict base64: `Buffer.from(text, "base64")` silently skips garbage, so check the alphabet first.
+ * Text far longer than the base64 of `maxBytes` (more than 1.5 times, which leaves room for line
+ * breaks) is refused before it is copied or scanned.
+ */
 export function decodeBase64Strict(text: string, maxBytes: number): Buffer {
+  if (text.length > 1.5 * (Math.ceil(maxBytes / 3) * 4) + 256) {
+    throw new ClipguardError(
+      "CLIPGUARD_E_IMAGE_TOO_LARGE",
+      `image.base64 is ${text.length} characters; its bytes would be over the limit of ${maxBytes} (CLIPGUARD_MAX_IMAGE_BYTES)`,
+    );
+  }
   const compact = text.replace(/\s+/g, "");
   const body = /^data:[^,]*;base64,/.test(compact) ? compact.slice(compact.indexOf(",") + 1) : compact;
   const standard = BASE64.test(body);

@@ -8,6 +8,8 @@ const policyId = z.string().regex(/^[a-z0-9_-]+$/, "policy ids are [a-z0-9_-]+")
 
 /** Keys under which producers store image bytes for `{ref}` jobs. */
 export const REF_PREFIX = "clipguard:ref:";
+/** What a finished job's inline image is replaced with (see the job processor): a ref that never exists. */
+export const RELEASED_IMAGE = { ref: `${REF_PREFIX}released` } as const;
 const REF_KEY = /^clipguard:ref:[A-Za-z0-9_-]{8,128}$/;
 
 /** Where the image bytes come from: exactly one of url, base64, ref. */

@@ -83,6 +83,9 @@ export function addressRefusal(address: string, policy: AddressPolicy): string |
   if (matchesAllowedAddress(ip, policy)) return undefined;
 
   const range = ip.range();
+  // ipaddr.js calls the deprecated IPv4-compatible block ::a.b.c.d (::/96) "unicast"; such an
+  // address is no public host, and a kernel with a `sit` tunnel carries it to a.b.c.d.
+  if (ip.kind() === "ipv6" && isIpv4Compatible(ip as ipaddr.IPv6)) return "a deprecated IPv4-compatible IPv6 address";
   if (range === "unicast") return undefined;
 
   if (ip.kind() === "ipv6" && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
@@ -94,6 +97,12 @@ export function addressRefusal(address: string, policy: AddressPolicy): string |
   }
   if (policy.allowPrivateAddresses && PRIVATE_RANGES.has(range)) return undefined;
   return `${article(range)} ${describeRange(range)} address`;
+}
+
+/** ::a.b.c.d (RFC 4291 §2.5.5.1), other than :: and ::1 which ipaddr.js names unspecified and loopback. */
+function isIpv4Compatible(ip: ipaddr.IPv6): boolean {
+  const parts = ip.parts;
+  return parts.slice(0, 6).every((p) => p === 0) && ((parts[6] ?? 0) !== 0 || (parts[7] ?? 0) > 1);
 }
 
 /** True for names that by definition resolve to loopback (RFC 6761), refused without a DNS query. */

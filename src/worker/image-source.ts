@@ -21,15 +21,21 @@ export async function loadJobImage(image: JobImage, redis: Redis, options: Image
   if ("base64" in image) return decodeBase64Strict(image.base64, options.maxBytes);
   let bytes: Buffer | null;
   try {
+    // the size first: an oversized value is refused without moving it out of Redis
+    const size = await redis.strlen(image.ref);
+    if (size > options.maxBytes) {
+      throw new ClipguardError("CLIPGUARD_E_IMAGE_TOO_LARGE", `image.ref holds ${size} bytes; the limit is ${options.maxBytes} (CLIPGUARD_MAX_IMAGE_BYTES)`);
+    }
     bytes = await redis.getBuffer(image.ref);
   } catch (err) {
+    if (err instanceof ClipguardError) throw err;
     throw new ClipguardError("CLIPGUARD_E_REDIS", `cannot read image.ref from Redis (${(err as Error).message})`, { cause: err });
   }
   if (bytes === null) {
     throw new ClipguardError("CLIPGUARD_E_REF_MISSING", `no bytes are stored under image.ref "${image.ref}" (expired, or never stored)`);
   }
   if (bytes.length > options.maxBytes) {
-    throw new ClipguardError("CLIPGUARD_E_IMAGE_TOO_LARGE", `image.ref holds ${bytes.length} bytes; the limit is ${options.maxBytes}`);
+    throw new ClipguardError("CLIPGUARD_E_IMAGE_TOO_LARGE", `image.ref holds ${bytes.length} bytes; the limit is ${options.maxBytes} (CLIPGUARD_MAX_IMAGE_BYTES)`);
   }
   return bytes;
 }

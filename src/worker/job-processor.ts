@@ -13,17 +13,20 @@
  *   - bad input (invalid job data, unknown policy, refused or undecodable image, refused URL)
  *     → an `error` verdict published the same three ways, and the job fails as unrecoverable;
  *   - transient faults (network, Redis, inference, webhook delivery) → the error is rethrown and
- *     BullMQ retries with the job's backoff; on the last attempt an `error` verdict is published.
+ *     BullMQ retries with the job's backoff; on the last attempt an `error` verdict is published;
+ *   - the worker shutting down past its grace period before the image was judged
+ *     (CLIPGUARD_E_SHUTDOWN) → nothing: the job is left active until the process exits, its lock
+ *     expires and another worker runs it, without an attempt counted against it or a verdict.
  *
  * Error codes: CLIPGUARD_E_JOB_INVALID, _POLICY_UNKNOWN, _CONFIG (callback without a secret), the
- * image codes (_IMAGE_*, _BASE64, _REF_MISSING), the URL codes (_URL_*), _INFERENCE, _REDIS,
- * _WEBHOOK. The stream entries are written at most once per job id (see verdict-publisher.ts).
+ * image codes (_IMAGE_*, _BASE64, _REF_MISSING), the URL codes (_URL_*), _INFERENCE,
+ * _INFERENCE_TIMEOUT, _REDIS, _WEBHOOK; _SHUTDOWN never reaches a verdict. The stream entries are written at most once per job id (see verdict-publisher.ts).
  */
 import { UnrecoverableError, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { ImageModerator } from "../policies/image-moderator.js";
 import { ClipguardError, isClipguardError, toErrorInfo } from "../shared/errors.js";
-import { jobDataSchema, type JobData, type JobTimings, type JobVerdict } from "../shared/job-schema.js";
+import { jobDataSchema, RELEASED_IMAGE, type JobData, type JobTimings, type JobVerdict } from "../shared/job-schema.js";
 import type { Logger } from "../shared/logger.js";
 import type { Verdict } from "../shared/verdict.js";
 import { loadJobImage, type ImageSourceOptions } from "./image-source.js";
@@ -50,8 +53,19 @@ function describeIssues(error: { issues: { path: PropertyKey[]; message: string 
   return error.issues.map((i) => `${i.path.map(String).join(".") || "(root)"}: ${i.message}`).join("; ");
 }
 
+/** The worker is exiting with the job unjudged: see CLIPGUARD_E_SHUTDOWN in the header. */
+function isShutdown(code: string | undefined): boolean {
+  return code === "CLIPGUARD_E_SHUTDOWN";
+}
+
 export function createJobProcessor(deps: ProcessorDeps) {
   const { metrics } = deps;
+
+  /** Never settles: BullMQ must neither complete nor fail the job, so that it is retried elsewhere. */
+  function abandon(job: Job): Promise<never> {
+    deps.logger.info({ jobId: job.id }, "worker shutting down; the job is left for another worker (its lock expires)");
+    return new Promise<never>(() => undefined);
+  }
 
   async function finish(job: Job, data: Partial<JobData>, verdict: Verdict, timings: JobTimings): Promise<JobVerdict> {
     const jobVerdict: JobVerdict = {
@@ -62,16 +76,29 @@ export function createJobProcessor(deps: ProcessorDeps) {
       timings,
       createdAt: new Date().toISOString(),
     };
-    const { added } = await deps.publisher.publish(jobVerdict);
+    // a re-run (a crash after publishing, a failed webhook) gets the verdict published first, so
+    // that the stream, the webhook (same webhook-id, same body) and the return value agree
+    const { added, verdict: published } = await deps.publisher.publish(jobVerdict);
     if (!added) deps.logger.info({ jobId: job.id }, "verdict already in the stream; not appended again");
     if (data.callbackUrl !== undefined && deps.webhook !== undefined) {
-      await sendWebhook(data.callbackUrl, jobVerdict, { ...deps.webhook, msgId: job.id ?? "" });
+      await sendWebhook(data.callbackUrl, published, { ...deps.webhook, msgId: job.id ?? "" });
     }
-    if (data.image !== undefined && "ref" in data.image) await deps.redis.del(data.image.ref);
-    metrics.jobsCompleted.inc({ decision: jobVerdict.decision });
-    for (const p of jobVerdict.policies) metrics.policyDecisions.inc({ policy: p.id, decision: p.decision });
+    await releaseImage(job, data);
+    metrics.jobsCompleted.inc({ decision: published.decision });
+    for (const p of published.policies) metrics.policyDecisions.inc({ policy: p.id, decision: p.decision });
     metrics.stageSeconds.observe({ stage: "total" }, timings.totalMs / 1000);
-    return jobVerdict;
+    return published;
+  }
+
+  /**
+   * No image bytes stay in Redis once the outcome is final: a `ref` key is deleted, and inline
+   * base64 in the finished job's data (kept until CLIPGUARD_KEEP_COMPLETED/_FAILED trims the job)
+   * is replaced by RELEASED_IMAGE, a ref that does not exist, as a deleted `ref` job's.
+   */
+  async function releaseImage(job: Job, data: Partial<JobData>): Promise<void> {
+    if (data.image === undefined) return;
+    if ("ref" in data.image) await deps.redis.del(data.image.ref);
+    else if ("base64" in data.image) await job.updateData({ ...(job.data as object), image: RELEASED_IMAGE });
   }
 
   /** Publishes an error verdict when the failure is final, then fails the job the right way. */
@@ -130,12 +157,14 @@ export function createJobProcessor(deps: ProcessorDeps) {
         if (stage.inferenceMs > 0) metrics.stageSeconds.observe({ stage: "inference" }, stage.inferenceMs / 1000);
       }
     } catch (err) {
+      if (isShutdown(toErrorInfo(err).code)) return abandon(job);
       timings.totalMs = Date.now() - started;
       log.warn({ err, attempt: job.attemptsMade + 1 }, "job failed");
       return fail(job, data, err, timings);
     }
     timings.totalMs = Date.now() - started;
     if (verdict.decision === "error" && verdict.error !== undefined) {
+      if (isShutdown(verdict.error.code)) return abandon(job);
       log.warn({ code: verdict.error.code, attempt: job.attemptsMade + 1 }, "image could not be judged");
       return fail(job, data, new ClipguardError(verdict.error.code, verdict.error.message), timings, verdict);
     }
@@ -144,9 +173,12 @@ export function createJobProcessor(deps: ProcessorDeps) {
       log.info({ decision: result.decision, policyVersion: result.policyVersion, totalMs: timings.totalMs }, "verdict published");
       return result;
     } catch (err) {
-      // publishing or webhook delivery failed: retry the job (the stream entry is never duplicated)
-      metrics.failures.inc({ code: toErrorInfo(err).code });
+      // publishing or webhook delivery failed: retry the job (the stream entry is never duplicated),
+      // unless retrying cannot help (a callback URL refused by the address rules)
+      const info = toErrorInfo(err);
+      metrics.failures.inc({ code: info.code });
       log.warn({ err, attempt: job.attemptsMade + 1 }, "publishing the verdict failed");
+      if (isClipguardError(err) && !err.retryable) throw new UnrecoverableError(`${info.code}: ${info.message}`);
       throw err;
     }
   };

@@ -55,6 +55,22 @@ export function createWorkerMetrics() {
       buckets: [1, 2, 4, 8, 16, 32, 64],
       registers,
     }),
+    inferenceThreadRestarts: new Counter({
+      name: "clipguard_inference_thread_restarts_total",
+      help: "Inference threads replaced, by reason (timeout: a run passed CLIPGUARD_INFERENCE_TIMEOUT_MS and the thread was retired; exit: the thread died)",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    lockRenewalFailures: new Counter({
+      name: "clipguard_lock_renewal_failures_total",
+      help: "Job locks this worker failed to renew in time (the job may run again elsewhere): a blocked event loop or a slow Redis",
+      registers,
+    }),
+    stalledJobs: new Counter({
+      name: "clipguard_jobs_stalled_total",
+      help: "Jobs this worker's stalled-job check found without a lock and moved back to wait (their worker died or lost the lock)",
+      registers,
+    }),
     framesPerImage: new Histogram({
       name: "clipguard_frames_per_image",
       help: "Frames scored per judged image (1 for a still image; up to CLIPGUARD_FRAMES_MAX for an animation)",
@@ -151,6 +167,7 @@ export function createWorkerMetrics() {
     metrics.imageCache.inc({ result }, 0);
   }
   for (const result of ["ok", "failed"]) metrics.policyReloads.inc({ result }, 0);
+  for (const reason of ["timeout", "exit"]) metrics.inferenceThreadRestarts.inc({ reason }, 0);
   for (const stage of ["queue", "fetch", "decode", "inference", "total"]) metrics.stageSeconds.zero({ stage });
   for (const code of Object.keys(ERROR_CODES)) metrics.failures.inc({ code }, 0);
   return metrics;

@@ -16,6 +16,7 @@ import { createWorkerMetrics } from "./metrics.js";
 import { PolicyManager } from "./policy-manager.js";
 import { watchPolicies } from "./policy-watcher.js";
 import { checkRedisSettings } from "./redis-settings.js";
+import { BULLMQ_MAX_STALLED_COUNT, settleStalledJob, stalledTooOften } from "./stall-limit.js";
 import { VerdictPublisher } from "./verdict-publisher.js";
 
 export interface WorkerSettings {
@@ -77,6 +78,12 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       maxBatch: config.CLIPGUARD_BATCH_MAX,
       maxBatchWaitMs: config.CLIPGUARD_BATCH_WAIT_MS,
       onImageBatch: (size) => metrics.batchSize.observe(size),
+      timeoutMs: config.CLIPGUARD_INFERENCE_TIMEOUT_MS,
+      onThreadReplaced: (reason, err) => {
+        metrics.inferenceThreadRestarts.inc({ reason });
+        logger.warn({ reason, err }, "inference thread replaced");
+      },
+      onReplacementFailed: (err) => logger.error({ err }, "replacement inference thread failed to load the model"),
     });
     const textCache = new RedisTextEmbeddingCache(redis, { ttlSeconds: config.CLIPGUARD_TEXT_CACHE_TTL_S });
     policies = await PolicyManager.start(settings.policiesFile, pool, textCache, metrics, logger);
@@ -93,7 +100,10 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
     maxPixels: config.CLIPGUARD_MAX_PIXELS,
     fastShrinkOnLoad: config.CLIPGUARD_FAST_JPEG,
   };
-  const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache, imageSamplingFromConfig(config));
+  const moderator = new ImageModerator(inference, () => policies.current, limits, imageCache, {
+    ...imageSamplingFromConfig(config),
+    decodeConcurrency: config.CLIPGUARD_DECODE_CONCURRENCY,
+  });
   const stopWatching = watchPolicies(settings.policiesFile, (reason) => void policies.reload(reason), {
     watchFile: config.CLIPGUARD_WATCH_POLICIES,
   });
@@ -105,7 +115,7 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
   metrics.setQueueDepthSource(() => queue.getJobCounts("waiting", "active", "delayed", "failed", "prioritized"));
   metrics.setOldestWaitingSource(async () => (await queue.getJobs(["wait", "prioritized"], 0, 0, true))[0]?.timestamp);
 
-  const processor = createJobProcessor({
+  const jobDeps = {
     redis,
     moderator: () => moderator,
     publisher: new VerdictPublisher(redis, {
@@ -116,13 +126,15 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
     metrics,
     logger,
     ...fetchSettings(config),
-  });
+  };
+  const processor = createJobProcessor(jobDeps);
   const worker = new Worker(
     config.CLIPGUARD_QUEUE,
     async (job) => {
       if (job.name !== JOB_NAME) {
         throw new ClipguardError("CLIPGUARD_E_JOB_INVALID", `unknown job name "${job.name}"; clipguard jobs are named "${JOB_NAME}"`);
       }
+      if (stalledTooOften(job, config.CLIPGUARD_MAX_STALLS)) return settleStalledJob(job, config.CLIPGUARD_MAX_STALLS, jobDeps);
       return processor(job);
     },
     {
@@ -131,11 +143,18 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       concurrency: config.CLIPGUARD_CONCURRENCY,
       lockDuration: config.CLIPGUARD_LOCK_DURATION_MS,
       stalledInterval: config.CLIPGUARD_STALLED_INTERVAL_MS,
+      // CLIPGUARD_MAX_STALLS is applied above, so a job that stalled too often still gets a verdict
+      maxStalledCount: BULLMQ_MAX_STALLED_COUNT,
       removeOnComplete: { count: config.CLIPGUARD_KEEP_COMPLETED },
       removeOnFail: { count: config.CLIPGUARD_KEEP_FAILED },
     },
   );
   worker.on("error", (err) => logger.error({ err }, "worker error"));
+  worker.on("lockRenewalFailed", (jobIds) => metrics.lockRenewalFailures.inc(jobIds.length));
+  worker.on("stalled", (jobId) => {
+    metrics.stalledJobs.inc();
+    logger.warn({ jobId }, "stalled job moved back to wait (its worker died or lost the lock)");
+  });
 
   const health = await startHealthServer({
     host: config.CLIPGUARD_METRICS_HOST,
@@ -161,7 +180,10 @@ export async function startModerationWorker(config: Config, settings: WorkerSett
       const finished = await within(worker.close().then(() => true), graceMs).catch(() => false);
       if (!finished) {
         logger.warn({ graceMs }, "grace period over; closing with jobs in flight (their locks expire and they are retried)");
-        await worker.close(true);
+        // not worker.close(true): BullMQ hands back the close already under way, which waits for
+        // the jobs. The jobs left behind stay active until the process exits: their runs in flight
+        // finish (inference.close() waits for them), the rest end with CLIPGUARD_E_SHUTDOWN, which
+        // the job processor leaves unsettled, so that they are retried elsewhere and not failed
       }
       await policies.settled();
       await Promise.allSettled([queue.close(), health.server.close(), inference.close()]);

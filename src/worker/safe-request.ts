@@ -11,7 +11,10 @@
  *     resolution cannot hand the socket something else (DNS rebinding);
  *  3. connect: request-filtering-agent checks the pinned addresses again as the socket dials.
  *
- * Errors: CLIPGUARD_E_URL_REFUSED (policy), CLIPGUARD_E_URL_TIMEOUT (the `deadline` signal fired),
+ * Errors: CLIPGUARD_E_URL_REFUSED (policy); when the `deadline` signal fires,
+ * CLIPGUARD_E_URL_TIMEOUT before the TCP connection is up (DNS, connect: retryable) and
+ * CLIPGUARD_E_URL_STALLED after it (the server holds the connection without answering in full: not
+ * retryable, a tarpit would hold a job slot for the whole deadline on every attempt);
  * CLIPGUARD_E_URL_FETCH (anything else on the network). Messages name the URL by origin and path
  * only: no userinfo, query or fragment, which is where tokens live.
  */
@@ -43,7 +46,8 @@ export interface SafeRequestOptions {
   lookup?: LookupFunction;
   /**
    * Aborts the request (DNS, connect, headers and — for the caller reading it — the body). A request
-   * cut short by it fails with CLIPGUARD_E_URL_TIMEOUT.
+   * cut short by it fails with CLIPGUARD_E_URL_TIMEOUT before the connection is up, and with
+   * CLIPGUARD_E_URL_STALLED after.
    */
   deadline: AbortSignal;
 }
@@ -158,10 +162,14 @@ export function isFilteringAgentRefusal(err: unknown): boolean {
   );
 }
 
-function toRequestError(err: unknown, url: URL, deadline: AbortSignal): ClipguardError {
+function toRequestError(err: unknown, url: URL, deadline: AbortSignal, connected: boolean): ClipguardError {
   if (isClipguardError(err)) return err;
   if (deadline.aborted) {
-    return new ClipguardError("CLIPGUARD_E_URL_TIMEOUT", `${describeUrl(url)} did not answer in time`, { cause: err });
+    return connected
+      ? new ClipguardError("CLIPGUARD_E_URL_STALLED", `${describeUrl(url)} accepted the connection but did not send the whole response in time`, {
+          cause: err,
+        })
+      : new ClipguardError("CLIPGUARD_E_URL_TIMEOUT", `${describeUrl(url)} could not be resolved or connected to in time`, { cause: err });
   }
   if (isFilteringAgentRefusal(err)) {
     return new ClipguardError(
@@ -180,7 +188,7 @@ function toRequestError(err: unknown, url: URL, deadline: AbortSignal): Clipguar
 
 /** Converts a failure while reading a response body into the same codes as {@link safeRequest}. */
 export function toBodyError(err: unknown, url: URL, deadline: AbortSignal): ClipguardError {
-  return toRequestError(err, url, deadline);
+  return toRequestError(err, url, deadline, true);
 }
 
 /**
@@ -197,7 +205,7 @@ export async function safeRequest(url: URL, opts: SafeRequestOptions): Promise<I
   try {
     addresses = await resolve(hostname, opts.lookup ?? (dnsLookup as LookupFunction), deadline);
   } catch (err) {
-    throw toRequestError(err, url, deadline);
+    throw toRequestError(err, url, deadline, false);
   }
   if (!bypass) {
     for (const { address } of addresses) {
@@ -225,6 +233,7 @@ export async function safeRequest(url: URL, opts: SafeRequestOptions): Promise<I
   const send = isHttps ? httpsRequest : httpRequest;
 
   return new Promise<IncomingMessage>((resolvePromise, reject) => {
+    let connected = false;
     const req = send(
       {
         protocol: url.protocol,
@@ -250,9 +259,17 @@ export async function safeRequest(url: URL, opts: SafeRequestOptions): Promise<I
         resolvePromise(res);
       },
     );
+    req.on("socket", (socket) => {
+      if (!socket.connecting) connected = true;
+      else {
+        socket.once("connect", () => {
+          connected = true;
+        });
+      }
+    });
     req.on("error", (err) => {
       agent.destroy();
-      reject(toRequestError(err, url, deadline));
+      reject(toRequestError(err, url, deadline, connected));
     });
     req.end(opts.body);
   });

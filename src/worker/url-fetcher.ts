@@ -8,7 +8,9 @@
  *  - CLIPGUARD_E_URL_REDIRECTS  more than `maxRedirects` redirects
  *  - CLIPGUARD_E_URL_STATUS     a 4xx answer (except 408 and 429), or a 3xx that is not a usable redirect
  *  - CLIPGUARD_E_URL_FETCH      5xx, 408, 429, or a network fault (retryable)
- *  - CLIPGUARD_E_URL_TIMEOUT    the deadline passed during DNS, connect, headers or body (retryable)
+ *  - CLIPGUARD_E_URL_TIMEOUT    the deadline passed during DNS or connect (retryable)
+ *  - CLIPGUARD_E_URL_STALLED    the deadline passed once the server had the connection: no headers,
+ *                               or a body that never ends (a tarpit; not retryable)
  *  - CLIPGUARD_E_IMAGE_TOO_LARGE Content-Length or the streamed body exceeds `maxBytes`
  */
 import type { IncomingMessage } from "node:http";

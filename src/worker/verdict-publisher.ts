@@ -5,15 +5,25 @@ import { publishedMarkerKey, type JobVerdict } from "../shared/job-schema.js";
  * Appends a verdict to the stream exactly once per job id: a marker key and the XADD are written
  * by one Lua script, so a retried job, or one re-run after a worker crash, finds the marker and
  * adds nothing. A `review` verdict is also appended to the review stream, by the same script and
- * so also exactly once. Returns the verdict stream's entry id (the existing one when already
- * published).
+ * so also exactly once. Returns {1, entry id} when it added the verdict; {0, entry id, verdict JSON}
+ * when the job's verdict was already published (JSON false when that entry was trimmed since).
  *
  * KEYS[1] marker key, KEYS[2] verdict stream, KEYS[3] review stream (optional);
  * ARGV: marker TTL (s), MAXLEN, jobId, decision, verdict JSON
  */
 const PUBLISH_ONCE = `
 local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
+if existing then
+  local stored = false
+  local entry = redis.call('XRANGE', KEYS[2], existing, existing)[1]
+  if entry then
+    local fields = entry[2]
+    for i = 1, #fields - 1, 2 do
+      if fields[i] == 'verdict' then stored = fields[i + 1] end
+    end
+  end
+  return {0, existing, stored}
+end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'jobId', ARGV[3], 'decision', ARGV[4], 'verdict', ARGV[5])
 if #KEYS >= 3 and ARGV[4] == 'review' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'jobId', ARGV[3], 'decision', ARGV[4], 'verdict', ARGV[5])
@@ -45,8 +55,12 @@ export class VerdictPublisher {
     return publishedMarkerKey(this.options.stream, jobId);
   }
 
-  /** `added` is false when this job's verdict was already in the stream. */
-  async publish(verdict: JobVerdict): Promise<{ added: boolean; entryId: string }> {
+  /**
+   * `added` is false when this job's verdict was already in the stream; `verdict` is then the one
+   * published first (what a re-sent webhook must carry, so every delivery with the job's
+   * `webhook-id` is the same message), or the one given when that entry was trimmed away since.
+   */
+  async publish(verdict: JobVerdict): Promise<{ added: boolean; entryId: string; verdict: JobVerdict }> {
     const keys = [this.markerKey(verdict.jobId), this.options.stream];
     if (this.options.reviewStream !== undefined) keys.push(this.options.reviewStream);
     const result = (await this.redis.eval(
@@ -58,7 +72,9 @@ export class VerdictPublisher {
       verdict.jobId,
       verdict.decision,
       JSON.stringify(verdict),
-    )) as [number, string];
-    return { added: result[0] === 1, entryId: result[1] };
+    )) as [number, string, (string | null)?];
+    const added = result[0] === 1;
+    const stored = added || typeof result[2] !== "string" ? verdict : (JSON.parse(result[2]) as JobVerdict);
+    return { added, entryId: result[1], verdict: stored };
   }
 }

@@ -3,12 +3,14 @@
  * `webhook-id` (the job id, the same on every attempt so receivers can deduplicate),
  * `webhook-timestamp` and `webhook-signature` (HMAC-SHA256 via the `standardwebhooks` package).
  * Each attempt is signed afresh with its own timestamp, so a late retry stays inside the receiver's
- * timestamp tolerance.
+ * timestamp tolerance. Several secrets (rotation) give several space-separated signatures in the
+ * one header, as the spec allows: a receiver holding any one of the secrets verifies the message.
  *
  * The callback URL goes through the same address policy as image URLs (safe-request.ts). Redirects
  * are not followed: a receiver answers 2xx or the delivery failed.
  *
- * Retries with exponential backoff (backoffMs, 2×backoffMs, …) on network faults, timeouts, 5xx,
+ * Retries with exponential backoff (backoffMs, 2×backoffMs, …) on network faults, timeouts (a
+ * receiver that stalls included: it is the customer's endpoint, not a tarpit chosen by a job), 5xx,
  * 408 and 429. Outcomes: `{attempts, status}` on 2xx; otherwise a ClipguardError —
  * CLIPGUARD_E_URL_REFUSED (the URL may not be called; never retried) or CLIPGUARD_E_WEBHOOK.
  */
@@ -19,8 +21,11 @@ import { describeUrl, parseUserUrl, safeRequest, type AddressPolicy, type Lookup
 
 /** Options of {@link sendWebhook}. */
 export interface WebhookOptions {
-  /** The signing secret, base64 with the optional `whsec_` prefix (Standard Webhooks). */
-  secret: string;
+  /**
+   * The signing secret, base64 with the optional `whsec_` prefix (Standard Webhooks); or several,
+   * separated by commas or whitespace, to rotate secrets: every message is signed with each.
+   */
+  secret: string | readonly string[];
   /** The `webhook-id` header: the job id. */
   msgId: string;
   /** Time allowed for each attempt (DNS, connect, response headers). */
@@ -47,6 +52,33 @@ export interface WebhookResult {
   status: number;
 }
 
+/**
+ * The secrets of CLIPGUARD_WEBHOOK_SECRET: one, or several separated by commas or whitespace
+ * (base64 and the `whsec_` prefix contain neither).
+ */
+export function parseWebhookSecrets(secret: string | readonly string[]): string[] {
+  const list = typeof secret === "string" ? secret.split(/[\s,]+/) : [...secret];
+  return list.map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+/**
+ * One signer per secret, in the order given.
+ * @throws ClipguardError CLIPGUARD_E_CONFIG when there is no secret or one is not base64
+ */
+export function webhookSigners(secret: string | readonly string[]): Webhook[] {
+  const secrets = parseWebhookSecrets(secret);
+  if (secrets.length === 0) throw new ClipguardError("CLIPGUARD_E_CONFIG", "the webhook secret is empty");
+  return secrets.map((value, i) => {
+    try {
+      return new Webhook(value);
+    } catch (err) {
+      // the secret stays out of the message
+      const which = secrets.length > 1 ? `webhook secret number ${i + 1}` : "the webhook secret";
+      throw new ClipguardError("CLIPGUARD_E_CONFIG", `${which} is not a base64 (whsec_…) secret`, { cause: err });
+    }
+  });
+}
+
 /** Answers after which a later attempt may succeed. */
 function isRetryableStatus(status: number): boolean {
   return status >= 500 || status === 408 || status === 429;
@@ -59,15 +91,7 @@ type AttemptOutcome = { ok: true; status: number } | { ok: false; retry: boolean
  * @throws ClipguardError CLIPGUARD_E_URL_REFUSED or CLIPGUARD_E_WEBHOOK.
  */
 export async function sendWebhook(url: string, payload: unknown, opts: WebhookOptions): Promise<WebhookResult> {
-  let signer: Webhook;
-  try {
-    signer = new Webhook(opts.secret);
-  } catch (err) {
-    // the secret stays out of the message
-    throw new ClipguardError("CLIPGUARD_E_CONFIG", "the webhook secret is not a base64 (whsec_…) secret", {
-      cause: err,
-    });
-  }
+  const signers = webhookSigners(opts.secret);
   const target = parseUserUrl(url);
   const policy: AddressPolicy = {
     allowPrivateAddresses: opts.allowPrivateAddresses ?? false,
@@ -88,7 +112,7 @@ export async function sendWebhook(url: string, payload: unknown, opts: WebhookOp
       "user-agent": opts.userAgent ?? "clipguard",
       "webhook-id": opts.msgId,
       "webhook-timestamp": String(Math.floor(timestamp.getTime() / 1000)),
-      "webhook-signature": signer.sign(opts.msgId, timestamp, body),
+      "webhook-signature": signers.map((signer) => signer.sign(opts.msgId, timestamp, body)).join(" "),
     };
     const outcome = await attemptOnce(target, headers, bodyBytes, policy, opts);
     if (outcome.ok) return { attempts: attempt, status: outcome.status };
@@ -137,7 +161,7 @@ async function attemptOnce(
     if (err instanceof ClipguardError) {
       // A refused URL will be refused again: report it as such, not as a failed delivery.
       if (err.code === "CLIPGUARD_E_URL_REFUSED") throw err;
-      return { ok: false, retry: err.retryable, reason: err.message, cause: err };
+      return { ok: false, retry: err.retryable || err.code === "CLIPGUARD_E_URL_STALLED", reason: err.message, cause: err };
     }
     throw err;
   } finally {
