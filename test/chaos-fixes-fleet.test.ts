@@ -83,6 +83,24 @@ describe("chaos fixes: crashes and stalled jobs", () => {
     await moment;
     await worker.stop("SIGKILL");
   };
+  /** Serves a red PNG and records verified webhooks; the first webhook is never answered (its worker is killed meanwhile). */
+  const imageAndStuckFirstHook = async () => {
+    const png = await solidPng(RED);
+    let onFirstHook: () => void = () => undefined;
+    const firstHook = new Promise<void>((resolve) => (onFirstHook = resolve));
+    const hooks: { id: string; body: string }[] = [];
+    const base = await serve((_n, req, body, res) => {
+      if (req.url !== "/hook") {
+        res.writeHead(200, { "content-type": "image/png" }).end(png);
+        return;
+      }
+      new Webhook(SECRET).verify(body, req.headers as Record<string, string>);
+      hooks.push({ id: String(req.headers["webhook-id"]), body });
+      if (hooks.length === 1) return onFirstHook();
+      res.writeHead(204).end();
+    });
+    return { base, firstHook, hooks };
+  };
   const streamEntries = async (jobId: string) =>
     (await redis.xrange(`${ns}:verdicts`, "-", "+")).filter(([, f]) => f[1] === jobId).map(([, f]) => JSON.parse(f[5]!) as JobVerdict);
   const finished = async (jobId: string) =>
@@ -158,20 +176,7 @@ describe("chaos fixes: crashes and stalled jobs", () => {
   });
 
   it("a job killed after publishing keeps its verdict, and the re-sent webhook is the same message", async () => {
-    const png = await solidPng(RED);
-    let onFirstHook: () => void = () => undefined;
-    const firstHook = new Promise<void>((resolve) => (onFirstHook = resolve));
-    const hooks: { id: string; body: string }[] = [];
-    const base = await serve((n, req, body, res) => {
-      if (req.url !== "/hook") {
-        res.writeHead(200, { "content-type": "image/png" }).end(png);
-        return;
-      }
-      new Webhook(SECRET).verify(body, req.headers as Record<string, string>);
-      hooks.push({ id: String(req.headers["webhook-id"]), body });
-      if (hooks.length === 1) return onFirstHook(); // never answered: the worker is killed meanwhile
-      res.writeHead(204).end();
-    });
+    const { base, firstHook, hooks } = await imageAndStuckFirstHook();
     const job = await queue.add("moderate", { image: { url: `${base}/red.png` }, callbackUrl: `${base}/hook` }, { attempts: 3 });
     // with CLIPGUARD_MAX_STALLS=0 the re-run goes straight to the stall limit, which must keep the published verdict
     await killDuring(firstHook, { CLIPGUARD_MAX_STALLS: "0" });
@@ -187,20 +192,7 @@ describe("chaos fixes: crashes and stalled jobs", () => {
   });
 
   it("a job re-run after publishing re-sends the published verdict: same webhook-id, same body", async () => {
-    const png = await solidPng(RED);
-    let onFirstHook: () => void = () => undefined;
-    const firstHook = new Promise<void>((resolve) => (onFirstHook = resolve));
-    const hooks: { id: string; body: string }[] = [];
-    const base = await serve((_n, req, body, res) => {
-      if (req.url !== "/hook") {
-        res.writeHead(200, { "content-type": "image/png" }).end(png);
-        return;
-      }
-      new Webhook(SECRET).verify(body, req.headers as Record<string, string>);
-      hooks.push({ id: String(req.headers["webhook-id"]), body });
-      if (hooks.length === 1) return onFirstHook(); // never answered: the worker is killed meanwhile
-      res.writeHead(204).end();
-    });
+    const { base, firstHook, hooks } = await imageAndStuckFirstHook();
     const job = await queue.add("moderate", { image: { url: `${base}/red.png` }, callbackUrl: `${base}/hook` }, { attempts: 3 });
     await killDuring(firstHook); // the re-run judges the image again (new timings, new createdAt)
     workers.push(await startWorker(env()));
